@@ -81,3 +81,22 @@ def test_open_rgb_truncated_jpeg(tmp_path):
     (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
     with pytest.raises(DatasetError, match="truncated"):
         open_rgb(tmp_path / "cut.jpg")
+
+
+def test_image_transform_and_torch_dataset(tmp_path):
+    import torch
+
+    from sfrs_core.data.torch_data import ImageSetDataset
+    from sfrs_core.data.transforms import ImageTransform
+
+    arr = np.zeros((6, 8, 3), np.uint8)
+    arr[..., 0] = 255  # pure red
+    Image.fromarray(arr).save(tmp_path / "0.png")
+    Image.fromarray(arr).save(tmp_path / "1.png")
+    images = ImageSet(tmp_path, ["0.png", "1.png"], [[5e5, 4e6], [5e5, 4e6]], (17, "T"), [[40.4, -80.0]] * 2)
+    tf = ImageTransform((3, 4), lambda x: x * 2 - 1)
+    ds = ImageSetDataset(images, tf, indices=[1])
+    x, i = ds[0]
+    assert len(ds) == 1 and i == 1 and x.shape == (3, 3, 4)
+    assert torch.allclose(x[0], torch.ones(3, 4)) and torch.allclose(x[1:], -torch.ones(2, 3, 4))
+    assert ImageTransform(None)(tmp_path / "0.png").shape == (3, 6, 8)
