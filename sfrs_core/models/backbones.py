@@ -122,6 +122,11 @@ class Backbone(nn.Module):
         self._frozen_upto = upto
         self.train(self.training)
 
+    @property
+    def frozen_upto(self) -> int:
+        """Index in ``body`` of the first trainable module (``len(body)`` when all are frozen)."""
+        return self._frozen_upto
+
     def train(self, mode: bool = True) -> "Backbone":
         """Like ``nn.Module.train``, but BatchNorms stay in eval mode when frozen."""
         super().train(mode)

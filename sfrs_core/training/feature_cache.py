@@ -1,0 +1,96 @@
+"""Trunk features for training: the frozen prefix of the trunk, computed once when it fits.
+
+Layers below ``train_from`` are frozen (no gradient, BatchNorm statistics fixed) and training
+uses no augmentation, so their output for an image never changes during a run. When the
+outputs of all images of a split fit in ``budget_gb`` they are computed once and kept in
+memory; training then runs only the trainable suffix of the trunk (exactly the same numbers as
+running the whole trunk). Otherwise images are loaded and the prefix runs every time.
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from ..data.dataset import ImageSet
+from ..data.torch_data import ImageSetDataset
+from ..data.transforms import ImageTransform
+from ..models.model import NetVLADModel
+
+log = logging.getLogger(__name__)
+
+
+def trunk_prefix(model: NetVLADModel) -> nn.Sequential:
+    """The frozen modules at the start of the trunk (possibly none)."""
+    return model.trunk.body[: model.trunk.frozen_upto]
+
+
+def trunk_suffix(model: NetVLADModel) -> nn.Sequential:
+    """The trainable rest of the trunk."""
+    return model.trunk.body[model.trunk.frozen_upto:]
+
+
+class PrefixFeatures:
+    """Frozen-prefix outputs for the images of one :class:`ImageSet`, cached when they fit."""
+
+    def __init__(self, model: NetVLADModel, images: ImageSet, transform: ImageTransform, device: torch.device,
+                 budget_gb: float = 4.0, batch_size: int = 32, num_workers: int = 0, progress: bool = True,
+                 name: str = "images"):
+        self.model = model
+        self.images = images
+        self.transform = transform
+        self.device = device
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.cache: torch.Tensor | None = None
+        probe = self._run_prefix(torch.stack([transform(images.image_path(0))]))
+        need_gb = probe[0].numel() * 4 * len(images) / 1e9
+        if need_gb <= budget_gb:
+            self.cache = self._compute_all(progress, name)
+        else:
+            log.info("frozen trunk features of %s need %.1f GB > budget %.1f GB: computed on the fly", name, need_gb, budget_gb)
+
+    @torch.no_grad()
+    def _run_prefix(self, images: torch.Tensor) -> torch.Tensor:
+        prefix = trunk_prefix(self.model)
+        prefix.eval()
+        return prefix(images.to(self.device)).float()
+
+    def _compute_all(self, progress: bool, name: str) -> torch.Tensor:
+        loader = DataLoader(ImageSetDataset(self.images, self.transform), batch_size=self.batch_size,
+                            num_workers=self.num_workers)
+        parts = [self._run_prefix(x).cpu() for x, _ in tqdm(loader, desc=f"frozen features: {name}", disable=not progress, leave=False)]
+        return torch.cat(parts)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def get(self, indices) -> torch.Tensor:
+        """Prefix outputs ``len(indices) × C × h × w`` on the training device."""
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        if self.cache is not None:
+            return self.cache[idx].to(self.device, non_blocking=True)
+        batch = torch.stack([self.transform(self.images.image_path(int(i))) for i in idx])
+        return self._run_prefix(batch)
+
+
+def local_features(model: NetVLADModel, prefix_out: torch.Tensor) -> torch.Tensor:
+    """Local descriptors ``N × D × h × w`` from the frozen prefix's output."""
+    return trunk_suffix(model)(prefix_out)
+
+
+@torch.no_grad()
+def descriptors(model: NetVLADModel, source: PrefixFeatures, batch_size: int = 64, use_pca: bool | None = False,
+                progress: bool = False, desc: str = "descriptors") -> torch.Tensor:
+    """Global descriptors of every image of ``source`` (eval mode, no gradient), on CPU."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in tqdm(range(0, len(source), batch_size), desc=desc, disable=not progress, leave=False):
+        idx = range(start, min(start + batch_size, len(source)))
+        out.append(model.aggregate(local_features(model, source.get(list(idx))), use_pca).float().cpu())
+    model.train(was_training)
+    return torch.cat(out)
