@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from .data.errors import DatasetError
+from .errors import CheckpointError, DatasetError
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
@@ -58,6 +58,127 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+_TRAIN_FLAGS = {  # CLI flag -> (TrainConfig path, type)
+    "loss": ("loss", str), "generations": ("generations", int), "epochs": ("epochs", int),
+    "lr": ("lr", float), "tuples_per_batch": ("tuples_per_batch", int), "cache_size": ("cache_size", int),
+    "lambda_soft": ("lambda_soft", float), "seed": ("seed", int), "device": ("device", str),
+    "runs_dir": ("runs_dir", str), "trunk": ("model.trunk", str), "clusters": ("model.num_clusters", int),
+    "pos_num": ("mining.pos_num", int), "neg_num": ("mining.neg_num", int), "neg_pool": ("mining.neg_pool", int),
+}
+
+
+def _train_config(args: argparse.Namespace):
+    from .training.config import TrainConfig
+    from .training.presets import PRESETS
+
+    data = PRESETS[args.preset](str(args.data), args.run).to_dict()
+    for flag, (path, _) in _TRAIN_FLAGS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            *parents, leaf = path.split(".")
+            target = data
+            for p in parents:
+                target = target[p]
+            target[leaf] = value
+    if args.pca_dim is not None:
+        data["model"]["pca_dim"] = args.pca_dim or None
+    if args.temperatures is not None:
+        data["temperatures"] = args.temperatures
+    if args.image_size is not None:
+        data["image_size"] = None if args.image_size == ["native"] else [int(v) for v in args.image_size]
+    return TrainConfig.from_dict(data)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .training import resume_run, train
+
+    if args.resume:
+        out = resume_run(Path(args.runs_dir or "runs") / args.run, progress=not args.quiet)
+    else:
+        if args.data is None:
+            raise ValueError("--data is required (unless --resume)")
+        out = train(_train_config(args), overwrite=args.overwrite, progress=not args.quiet)
+    _print_run_summary(out)
+    return 0
+
+
+def _print_run_summary(run_dir: Path) -> None:
+    from .training.metrics_log import read_metrics
+
+    finals = [r for r in read_metrics(run_dir / "metrics.jsonl") if r.get("final")]
+    print(f"run {run_dir}")
+    print(f"{'gen':>3} {'split':<6} {'R@1':>6} {'R@5':>6} {'R@10':>6} {'R@20':>6}")
+    for r in finals:
+        print(f"{r['generation']:>3} {r['split']:<6} " + " ".join(f"{100 * r.get(f'recall@{n}', float('nan')):6.1f}" for n in (1, 5, 10, 20)))
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .data import load_dataset
+    from .retrieval.evaluate import evaluate
+    from .training.checkpoint import load_model
+
+    model, _ = load_model(args.checkpoint, device="cpu" if args.device == "cpu" else _device(args.device))
+    ds = load_dataset(args.data)
+    res = evaluate(model, ds[args.split], image_size=_size(args.image_size), k=args.k, dedupe=args.dedupe,
+                   batch_size=args.batch_size, progress=not args.quiet, run=str(args.checkpoint), dataset_root=ds.root)
+    print(f"{args.checkpoint} on {ds.name}/{args.split}: " + ", ".join(f"R@{n} {100 * v:.1f}" for n, v in res.recall.items()))
+    if args.save:
+        res.save(args.save)
+        print(f"per-query results written to {args.save}")
+    return 0
+
+
+def _device(name: str):
+    from .retrieval.device import pick_device
+
+    return pick_device(None if name == "auto" else name)
+
+
+def _size(values):
+    return None if values is None or values == ["native"] else (int(values[0]), int(values[1]))
+
+
+def _cmd_index(args: argparse.Namespace) -> int:
+    from .data import load_dataset
+    from .retrieval.bundle import IndexBundle
+    from .training.checkpoint import load_model
+
+    model, _ = load_model(args.checkpoint, device=_device(args.device))
+    ds = load_dataset(args.data)
+    bundle = IndexBundle.build(model, ds[args.split], image_size=_size(args.image_size), kind=args.kind,
+                               progress=not args.quiet, meta={"checkpoint": str(args.checkpoint), "dataset": str(ds.root)})
+    out = bundle.save(args.out)
+    print(f"indexed {len(bundle.paths)} images of {ds.name}/{args.split} into {out}")
+    return 0
+
+
+def _cmd_query(args: argparse.Namespace) -> int:
+    from .data.exif_folder import read_gps
+    from .data.geo import latlon_to_utm
+    from .data.transforms import ImageTransform
+    from .retrieval.bundle import IndexBundle
+    from .training.checkpoint import load_model
+
+    bundle = IndexBundle.load(args.index)
+    model, _ = load_model(args.checkpoint or bundle.meta["checkpoint"])
+    size = bundle.meta.get("image_size")
+    x = ImageTransform(tuple(size) if size else None, model.normalization)(args.image)
+    import torch
+
+    with torch.inference_mode():
+        desc = model(x.unsqueeze(0)).numpy()
+    matches = bundle.search(desc, args.k)[0]
+    gps = read_gps(args.image)
+    truth = None
+    if gps is not None:
+        e, n, _ = latlon_to_utm(gps[0], gps[1], bundle.zone)
+        truth = (float(e[0]), float(n[0]))
+    for m in matches:
+        err = f"  {((m.utm[0] - truth[0]) ** 2 + (m.utm[1] - truth[1]) ** 2) ** 0.5:8.1f} m from the photo's GPS" if truth else ""
+        print(f"{m.rank:>2}. sim {m.similarity:.3f}  lat {m.latlon[0]:.6f} lon {m.latlon[1]:.6f}  {m.path}{err}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m sfrs_core", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -77,6 +198,65 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("assets/synthcity_sample.jpg"))
     p.set_defaults(func=_cmd_synth_sample)
 
+    p = sub.add_parser("train", help="train a SARE baseline or SFRS generations; defaults are the paper's")
+    p.add_argument("--data", type=Path, help="training dataset (folder or .mat)")
+    p.add_argument("--run", default="sfrs", help="run name: the run is written to RUNS_DIR/RUN")
+    p.add_argument("--preset", default="paper", choices=["paper", "demo", "tiny"],
+                   help="starting configuration; the flags below override it")
+    p.add_argument("--loss", choices=["sare_ind", "sare_joint", "triplet"])
+    p.add_argument("--generations", type=int, help="1 = the SARE baseline; the paper uses 4")
+    p.add_argument("--epochs", type=int, help="epochs per generation")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--tuples-per-batch", type=int)
+    p.add_argument("--cache-size", type=int, help="queries between re-extractions of the training descriptors")
+    p.add_argument("--lambda-soft", type=float, help="weight λ of the soft region loss")
+    p.add_argument("--temperatures", type=float, nargs="+", help="teacher temperature per generation")
+    p.add_argument("--trunk", choices=["vgg16", "resnet18", "resnet50", "mobilenet_v2"])
+    p.add_argument("--clusters", type=int, help="NetVLAD clusters K")
+    p.add_argument("--pca-dim", type=int, help="PCA-whitening output dim (0: none)")
+    p.add_argument("--image-size", nargs="+", help="H W, or 'native'")
+    p.add_argument("--pos-num", type=int)
+    p.add_argument("--neg-num", type=int)
+    p.add_argument("--neg-pool", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto (default), cpu or cuda")
+    p.add_argument("--runs-dir")
+    p.add_argument("--resume", action="store_true", help="continue RUNS_DIR/RUN from its latest checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run of that name")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="recall@1/5/10/20 of a checkpoint on a dataset split")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--split", default="test")
+    p.add_argument("--image-size", nargs="+", help="H W, or 'native' (default)")
+    p.add_argument("--k", type=int, default=20)
+    p.add_argument("--dedupe", action="store_true", help="spatial NMS: one hit per database position (Tokyo 24/7)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--save", type=Path, help="write per-query results (.npz)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("index", help="index a split's database with a checkpoint, for `query`")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--split", default="test")
+    p.add_argument("--out", type=Path, required=True, help="folder for index.faiss + bundle.json")
+    p.add_argument("--kind", default="flat", choices=["flat", "ivfpq"])
+    p.add_argument("--image-size", nargs="+")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_index)
+
+    p = sub.add_parser("query", help="localize a photo against an index")
+    p.add_argument("image", type=Path)
+    p.add_argument("--index", type=Path, required=True)
+    p.add_argument("--checkpoint", type=Path, help="default: the one the index was built with")
+    p.add_argument("--k", type=int, default=5)
+    p.set_defaults(func=_cmd_query)
+
     p = sub.add_parser("info", help="summarise a dataset: counts per split, area, positives per query")
     p.add_argument("path", type=Path, help="dataset folder or .mat file")
     p.add_argument("--format", default=None, choices=["vpr_folder", "pittsburgh", "tokyo247", "exif"])
@@ -90,6 +270,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (DatasetError, FileExistsError, FileNotFoundError, ValueError) as err:
+    except (DatasetError, FileExistsError, FileNotFoundError, ValueError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -9,11 +9,8 @@ from typing import Any
 
 import torch
 
+from ..errors import CheckpointError
 from ..models.model import ModelConfig, NetVLADModel, build_model
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, unreadable or not one of ours; the message names the file."""
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

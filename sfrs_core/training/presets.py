@@ -1,0 +1,36 @@
+"""Named training configurations: the paper's, and the CPU demo on SynthCity."""
+from __future__ import annotations
+
+from ..models.model import ModelConfig
+from .config import TrainConfig
+from .mining import MiningConfig
+
+
+def paper_config(data: str, run: str = "sfrs") -> TrainConfig:
+    """The paper's set-up: VGG16 conv5_3, K=64, PCA 4096, 480×640, 4 generations × 5 epochs."""
+    return TrainConfig(data=data, run=run)
+
+
+def demo_config(data: str, run: str = "sfrs") -> TrainConfig:
+    """The CPU demo: MobileNetV2 (ImageNet, stride 16), native SynthCity size, fewer tuples per query."""
+    return TrainConfig(
+        data=data, run=run,
+        model=ModelConfig(trunk="mobilenet_v2", num_clusters=32, pca_dim=256),
+        generations=4, epochs=3, lr_step_epochs=2, image_size=None, cache_size=100,
+        mining=MiningConfig(pos_num=5, pos_pool=10, neg_num=5, neg_pool=500, rerank_k1=20),
+        kmeans_images=300, kmeans_per_image=50, batch_size=64, snapshot_queries=8,
+    )
+
+
+def tiny_config(data: str, run: str = "tiny") -> TrainConfig:
+    """A seconds-long configuration for the test suite on the ``tiny`` SynthCity."""
+    return TrainConfig(
+        data=data, run=run,
+        model=ModelConfig(trunk="mobilenet_v2", num_clusters=8, pca_dim=16),
+        generations=2, epochs=1, image_size=None, cache_size=20, tuples_per_batch=4,
+        mining=MiningConfig(pos_num=4, pos_pool=8, neg_num=4, neg_pool=100, rerank_k1=8),
+        kmeans_images=50, kmeans_per_image=20, snapshot_queries=4, batch_size=64,
+    )
+
+
+PRESETS = {"paper": paper_config, "demo": demo_config, "tiny": tiny_config}
