@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 DEMO_DATA := data/synthcity
 
-.PHONY: app test test-all install install-test demo-data bench clean
+.PHONY: app test test-all install install-test demo-data demo-models bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ $(DEMO_DATA)/synthcity.json: | $(VENV)/.installed
 
 demo-data: $(DEMO_DATA)/synthcity.json
 
+# Retrain the shipped demo models (SARE + 4-generation SFRS, CPU, under 30 min on 2 cores).
+demo-models: $(VENV)/.installed $(DEMO_DATA)/synthcity.json
+	$(PY) -m sfrs_core demo --data $(DEMO_DATA) --out assets/demo
+
 app: $(VENV)/.installed $(DEMO_DATA)/synthcity.json
 	$(PY) -m streamlit run app.py
 
@@ -40,8 +44,10 @@ test: $(VENV)/.installed-test
 test-all: $(VENV)/.installed-test
 	$(PY) -m pytest -m ""
 
-bench: $(VENV)/.installed
+bench: $(VENV)/.installed $(DEMO_DATA)/synthcity.json
 	$(PY) bench/synthcity.py
+	$(PY) bench/netvlad.py
+	$(PY) bench/train.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -112,6 +112,54 @@ def _print_run_summary(run_dir: Path) -> None:
         print(f"{r['generation']:>3} {r['split']:<6} " + " ".join(f"{100 * r.get(f'recall@{n}', float('nan')):6.1f}" for n in (1, 5, 10, 20)))
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .training.demo import build_demo_models
+
+    paths = build_demo_models(args.data, args.out, args.runs_dir, progress=not args.quiet)
+    for name, path in paths.items():
+        _print_run_summary(path)
+    return 0
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from .data import load_dataset
+    from .explain.heatmap_core import load_rgb
+    from .explain.heatmaps import compute_heatmap, describe
+    from .explain.overlay import overlay
+    from .figures import heatmap_grid, save_figure
+    from .runs import open_run
+
+    run = open_run(args.run)
+    sp = load_dataset(run.data)[args.split]
+    if not 0 <= args.query < len(sp.queries):
+        raise ValueError(f"--query must be in 0..{len(sp.queries) - 1} for split {args.split!r}")
+    g = run.last_generation if args.generation is None else args.generation
+    res = run.results(args.split, g)
+    model, size = run.model(g), run.image_size()
+    qpath = sp.queries.image_path(args.query)
+    mpath = sp.database.image_path(int(res.ids[args.query, 0]))
+    hq = compute_heatmap(model, qpath, args.method, describe(model, mpath, size=size), size=size)
+    hm = compute_heatmap(model, mpath, args.method, describe(model, qpath, size=size), size=size)
+    label = f"{run.kind} gen {g}"
+    fig = heatmap_grid([qpath], {f"{label} query": [overlay(load_rgb(qpath, size), hq.image, signed=hq.signed, opacity=args.opacity)],
+                                 f"{label} match": [overlay(load_rgb(mpath, size), hm.image, signed=hm.signed, opacity=args.opacity)]},
+                       [mpath], match_correct=[bool(res.correct[args.query, 0])],
+                       match_captions=[f"{res.distances_m[args.query, 0]:.1f} m"], match_titles=["top-1"])
+    paths = save_figure(fig, args.out, tuple(args.formats), args.dpi)
+    print(f"query {args.query} -> db {int(res.ids[args.query, 0])} ({res.distances_m[args.query, 0]:.1f} m, "
+          f"{'right' if res.correct[args.query, 0] else 'wrong'}); written: " + ", ".join(map(str, paths)))
+    return 0
+
+
+def _cmd_export_figures(args: argparse.Namespace) -> int:
+    from .explain.figure_set import export_figure_set
+
+    paths = export_figure_set([str(r) for r in args.runs], args.out, split=args.split, method=args.method,
+                              attention_queries=args.attention_queries, dpi=args.dpi, progress=not args.quiet)
+    print(f"{len(paths)} files written to {args.out}")
+    return 0
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .data import load_dataset
     from .retrieval.evaluate import evaluate
@@ -225,6 +273,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing run of that name")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("demo", help="train the shipped demo models (SARE + SFRS on SynthCity, CPU) into assets/demo")
+    p.add_argument("--data", type=Path, default=Path("data/synthcity"))
+    p.add_argument("--out", type=Path, default=Path("assets/demo"))
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("explain", help="heatmap of a query and its top-1 match under a run's model")
+    p.add_argument("--run", required=True, help="run folder or name (searched in assets/demo and runs)")
+    p.add_argument("--query", type=int, required=True, help="query index in the split")
+    p.add_argument("--method", default="gradcam", choices=["gradcam", "decomp", "activation"])
+    p.add_argument("--split", default="test")
+    p.add_argument("--generation", type=int, help="default: the last")
+    p.add_argument("--opacity", type=float, default=0.5)
+    p.add_argument("--out", type=Path, required=True, help="output path; one file per format")
+    p.add_argument("--formats", nargs="+", default=["png", "pdf", "svg"])
+    p.add_argument("--dpi", type=int, default=200)
+    p.set_defaults(func=_cmd_explain)
+
+    p = sub.add_parser("export-figures", help="the paper figure set comparing runs (first: baseline, last: SFRS)")
+    p.add_argument("--runs", nargs="+", required=True)
+    p.add_argument("--out", type=Path, default=Path("figs"))
+    p.add_argument("--split", default="test")
+    p.add_argument("--method", default="decomp", choices=["gradcam", "decomp", "activation"])
+    p.add_argument("--attention-queries", type=int, help="queries for the attention bars (default: all)")
+    p.add_argument("--dpi", type=int, default=200)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_export_figures)
 
     p = sub.add_parser("evaluate", help="recall@1/5/10/20 of a checkpoint on a dataset split")
     p.add_argument("--checkpoint", type=Path, required=True)

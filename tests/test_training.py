@@ -105,3 +105,68 @@ def test_killing_mid_generation_and_resuming_gives_the_uninterrupted_result(trai
     reference = load_checkpoint(trained_run / "gen1.pt")["state_dict"]
     for name, value in model.state_dict().items():
         torch.testing.assert_close(value, reference[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_sare_baseline_is_generation_0_and_exports_compactly(trained_run, tiny_city, tmp_path):
+    from sfrs_core.training.export import checkpoint_state_equal, export_run
+
+    cfg = tiny_config(str(tiny_city), "sare").replace(runs_dir=str(tmp_path), generations=1)
+    sare = train(cfg, progress=False)
+    assert checkpoint_state_equal(sare / "gen0.pt", trained_run / "gen0.pt")
+
+    out = export_run(trained_run, tmp_path / "export" / "sare", generations=1)
+    assert {p.name for p in out.iterdir()} == {"config.json", "metrics.jsonl", "gen0.pt", "results", "soft_labels"}
+    assert json.loads((out / "config.json").read_text())["generations"] == 1
+    assert {r["generation"] for r in read_metrics(out / "metrics.jsonl")} == {0}
+    assert (out / "gen0.pt").stat().st_size < 0.6 * (trained_run / "gen0.pt").stat().st_size  # fp16
+    half, _ = load_model(out / "gen0.pt")
+    full, _ = load_model(trained_run / "gen0.pt")
+    x = torch.rand(2, 3, 120, 160)
+    with torch.no_grad():
+        cos = (half(x) * full(x)).sum(1)
+    assert (cos > 0.999).all()  # fp16 storage barely moves the descriptors
+
+
+def test_runs_are_discovered_and_read(trained_run):
+    from sfrs_core.runs import discover_runs, open_run
+
+    runs = discover_runs((str(trained_run.parent), "/nonexistent"))
+    assert [r.name for r in runs] == ["tiny"]
+    run = open_run(trained_run)
+    assert run.generations == [0, 1] and run.last_generation == 1 and run.kind == "SFRS"
+    assert run.recall("test") == pytest.approx(run.results("test").recall, abs=1e-6)
+    assert [s.generation for s in run.soft_labels()] == [0, 1]
+    assert run.model(0) is run.model(0)  # loaded once
+    assert run.temperature(1) == 0.07 and run.temperature(9) == 0.05
+    with pytest.raises(FileNotFoundError):
+        open_run("no-such-run", dirs=(str(trained_run.parent),))
+
+
+def test_export_figure_set_and_explain_cli(trained_run, tmp_path):
+    from sfrs_core.cli import main
+    from sfrs_core.explain.figure_set import export_figure_set
+    from sfrs_core.training.export import export_run
+
+    sare = export_run(trained_run, tmp_path / "runs" / "sare", generations=1)
+    written = export_figure_set([str(sare), str(trained_run)], tmp_path / "figs", attention_queries=4, progress=False)
+    names = {p.name for p in written}
+    for stem in ("recall_curves", "retrieval_grid", "heatmaps_decomp", "soft_label_evolution", "attention_decomp"):
+        assert {f"{stem}.pdf", f"{stem}.svg", f"{stem}.png"} <= names, stem
+    summary = json.loads((tmp_path / "figs" / "summary.json").read_text())
+    for table in summary["attention"].values():
+        assert sum(table["shares"].values()) == pytest.approx(1.0) and table["images"] == 4
+    out = tmp_path / "explain"
+    assert main(["explain", "--run", str(trained_run), "--query", "0", "--method", "gradcam", "--out", str(out),
+                 "--formats", "png"]) == 0
+    assert (tmp_path / "explain.png").stat().st_size > 1000
+    assert main(["explain", "--run", str(trained_run), "--query", "9999", "--out", str(out)]) == 2
+
+
+def test_overwrite_replaces_the_run_and_writes_its_config(tiny_city, tmp_path):
+    cfg = tiny_config(str(tiny_city), "again").replace(runs_dir=str(tmp_path), generations=1)
+    (tmp_path / "again").mkdir()
+    (tmp_path / "again" / "config.json").write_text("{}")
+    (tmp_path / "again" / "stale.txt").write_text("old")
+    run = train(cfg, overwrite=True, progress=False)
+    assert TrainConfig.from_dict(json.loads((run / "config.json").read_text())) == cfg
+    assert not (run / "stale.txt").exists()

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..data.dataset import PlaceSplit
+from ..io import atomic_write_bytes
 from ..data.transforms import ImageTransform
 from .extract import extract_descriptors
 from .index import build_index, load_index, save_index, search
@@ -59,9 +60,7 @@ class IndexBundle:
         save_index(self.index, folder / "index.faiss")
         data = {"meta": self.meta, "zone": list(self.zone), "paths": self.paths,
                 "utm": self.utm.tolist(), "latlon": self.latlon.tolist()}
-        tmp = folder / ".bundle.json.tmp"
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, folder / "bundle.json")
+        atomic_write_bytes(folder / "bundle.json", json.dumps(data).encode())
         return folder
 
     @classmethod

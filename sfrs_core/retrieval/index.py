@@ -5,15 +5,15 @@ A GPU index is used when faiss has GPU support and sees a GPU (``use_gpu="auto"`
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
 import faiss
+
+from ..io import atomic_path
 import numpy as np
 
 log = logging.getLogger(__name__)
@@ -180,20 +180,9 @@ def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray,
 
 def save_index(index: faiss.Index, path: str | os.PathLike) -> Path:
     """Write ``index`` (a GPU index as its CPU copy) atomically: temp file + ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         faiss.write_index(to_cpu(index), tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
+    return Path(path)
 
 
 def load_index(path: str | os.PathLike, *, use_gpu: UseGpu = False) -> faiss.Index:

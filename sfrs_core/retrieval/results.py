@@ -1,16 +1,16 @@
 """Per-query retrieval results, saved as one ``.npz`` for the app."""
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ..io import atomic_path
 
 FORMAT_VERSION = 1
 _ARRAYS = ("queries", "ids", "similarities", "distances_m", "correct")
@@ -75,21 +75,10 @@ class QueryResults:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write one ``.npz`` atomically (temp file in the same folder, then ``os.replace``)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         meta = json.dumps(self._metadata())
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **{name: getattr(self, name) for name in _ARRAYS}, metadata=np.array(meta))
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        return path
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **{name: getattr(self, name) for name in _ARRAYS}, metadata=np.array(meta))
+        return Path(path)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "QueryResults":

@@ -1,53 +1,23 @@
 """Checkpoints and run files, written atomically (temp file + rename) and loaded safely."""
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..errors import CheckpointError
+from ..io import atomic_path, atomic_write_bytes, atomic_write_json  # noqa: F401 - re-exported
 from ..models.model import ModelConfig, NetVLADModel, build_model
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary sibling and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON, atomically."""
-    return atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+from ..models.openibl import is_openibl_state_dict, load_openibl
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     """``torch.save`` ``payload`` atomically (tensors, numbers, strings, lists and dicts only)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -72,6 +42,9 @@ def model_payload(model: NetVLADModel, **extra: Any) -> dict[str, Any]:
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[NetVLADModel, dict[str, Any]]:
     """Rebuild a model from a checkpoint of :func:`model_payload`; returns it (eval mode) and the payload."""
     data = load_checkpoint(path)
+    state = data.get("state_dict", data)
+    if "model_config" not in data and isinstance(state, dict) and is_openibl_state_dict(state):
+        return load_openibl(path).to(device), data
     if "model_config" not in data or "state_dict" not in data:
         raise CheckpointError(f"{path}: has no model_config/state_dict; not a model checkpoint")
     config = ModelConfig.from_dict({**data["model_config"], "pretrained": False})

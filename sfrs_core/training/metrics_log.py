@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import atomic_write_bytes
+from ..io import atomic_write_bytes
 
 
 class MetricsLog:

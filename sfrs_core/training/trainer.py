@@ -40,7 +40,8 @@ from ..models.netvlad import sample_local_descriptors
 from ..retrieval.device import pick_device
 from ..retrieval.evaluate import evaluate
 from ..retrieval.results import QueryResults
-from .checkpoint import atomic_write_json, load_checkpoint, load_model, model_payload, save_checkpoint
+from ..io import atomic_path, atomic_write_json
+from .checkpoint import load_checkpoint, load_model, model_payload, save_checkpoint
 from .config import TrainConfig
 from .feature_cache import PrefixFeatures, descriptors, local_features
 from .metrics_log import MetricsLog, truncate_metrics
@@ -96,6 +97,7 @@ class Trainer:
             if not self.overwrite:
                 raise RunExistsError(f"{self.run_dir} already holds a run; resume it (--resume) or choose another --run name")
             shutil.rmtree(self.run_dir)
+            exists = False
         if self.resume and not exists:
             raise FileNotFoundError(f"{self.run_dir}: no run to resume")
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -160,7 +162,7 @@ class Trainer:
         return sum(math.ceil(s / self.cfg.tuples_per_batch) for s in sizes)
 
     # ------------------------------------------------------------------ steps
-    def _step(self, student: NetVLADModel, teacher: NetVLADModel | None, tuples: list[TrainingTuple], generation: int) -> dict[str, float]:
+    def train_step(self, student: NetVLADModel, teacher: NetVLADModel | None, tuples: list[TrainingTuple], generation: int) -> dict[str, float]:
         cfg = self.cfg
         train = self.split_features(cfg.train_split)
         B, N, k = len(tuples), cfg.mining.neg_num, cfg.mining.pos_num
@@ -304,7 +306,7 @@ class Trainer:
                     if self.should_stop():
                         raise TrainingStopped(f"stopped at iteration {pos.iteration}; resume from {self.run_dir / 'latest.pt'}")
                     tuples = [self.miner.mine(int(q), rng) for q in chunks[c][b:b + cfg.tuples_per_batch]]
-                    losses = self._step(student, teacher, tuples, g)
+                    losses = self.train_step(student, teacher, tuples, g)
                     opt.zero_grad(set_to_none=True)
                     losses["loss"].backward()
                     opt.step()
@@ -326,7 +328,7 @@ class Trainer:
                 res = self.evaluate_split(student, cfg.val_split, g)
                 self.metrics.write({"event": "eval", "iteration": pos.iteration, "generation": g, "epoch": epoch,
                                     "split": cfg.val_split, "pca": False,
-                                    **{f"recall@{n}": round(v, 4) for n, v in res.recall.items()},
+                                    **{f"recall@{n}": round(v, 6) for n, v in res.recall.items()},
                                     "seconds": round(time.time() - self._t0, 2)})
             self._save_latest(_Position(g, epoch + 1, 0, pos.iteration), student, opt, sched)
         self._finish_generation(g, student, pos)
@@ -344,7 +346,7 @@ class Trainer:
             recalls[split] = res.recall
             self.metrics.write({"event": "eval", "iteration": pos.iteration, "generation": g, "epoch": cfg.epochs - 1,
                                 "split": split, "pca": student.pca is not None, "final": True,
-                                **{f"recall@{n}": round(v, 4) for n, v in res.recall.items()},
+                                **{f"recall@{n}": round(v, 6) for n, v in res.recall.items()},
                                 "seconds": round(time.time() - self._t0, 2)})
         snapshot = self.soft_label_snapshot(student, g)
         (self.run_dir / "soft_labels").mkdir(exist_ok=True)
@@ -358,9 +360,8 @@ class Trainer:
 
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True,

@@ -5,9 +5,9 @@ import dataclasses
 import os
 from pathlib import Path
 
-import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from ...io import atomic_path
 from .city import build_city, database_poses
 from .config import SynthCityConfig
 from .labels import CLASSES, PALETTE, colorize
@@ -48,9 +48,6 @@ def contact_sheet(cfg: SynthCityConfig) -> Image.Image:
 
 def save_contact_sheet(cfg: SynthCityConfig, out: str | os.PathLike, quality: int = 82) -> Path:
     """Write :func:`contact_sheet` as a JPEG (atomically)."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    contact_sheet(cfg).save(tmp, format="JPEG", quality=quality, optimize=True)
-    os.replace(tmp, out)
-    return out
+    with atomic_path(out) as tmp:
+        contact_sheet(cfg).save(tmp, format="JPEG", quality=quality, optimize=True)
+    return Path(out)

@@ -1,0 +1,124 @@
+"""Finished (or running) training runs on disk: discovery and lazy access to their contents.
+
+A run is a folder with ``config.json`` (see :mod:`sfrs_core.training`). The app and the CLI
+find runs by scanning folders (by default the shipped ``assets/demo`` and ``runs``).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+DEFAULT_RUN_DIRS = ("assets/demo", "runs")
+
+
+@dataclass
+class Run:
+    """One run folder."""
+
+    path: Path
+    _models: dict[int, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @cached_property
+    def config(self) -> dict[str, Any]:
+        return json.loads((self.path / "config.json").read_text())
+
+    @property
+    def data(self) -> str:
+        """The dataset the run was trained on (as given to ``train``)."""
+        return self.config["data"]
+
+    @property
+    def loss(self) -> str:
+        return self.config["loss"]
+
+    @property
+    def generations(self) -> list[int]:
+        """Finished generations (those with a checkpoint)."""
+        return sorted(int(p.stem[3:]) for p in self.path.glob("gen*.pt") if p.stem[3:].isdigit())
+
+    @property
+    def last_generation(self) -> int:
+        gens = self.generations
+        if not gens:
+            raise FileNotFoundError(f"{self.path}: no finished generation yet")
+        return gens[-1]
+
+    @property
+    def kind(self) -> str:
+        """'SARE' for a one-generation run, 'SFRS' otherwise (as trained, not as far as it got)."""
+        return "SARE" if self.config.get("generations", 1) == 1 else "SFRS"
+
+    def metrics(self) -> list[dict[str, Any]]:
+        from .training.metrics_log import read_metrics
+
+        return read_metrics(self.path / "metrics.jsonl")
+
+    def progress(self) -> dict[str, Any] | None:
+        p = self.path / "progress.json"
+        return json.loads(p.read_text()) if p.is_file() else None
+
+    def recall(self, split: str = "test", generation: int | None = None) -> dict[int, float]:
+        """Final recall@N of a generation (default: the last) on ``split``, from the metrics log."""
+        g = self.last_generation if generation is None else generation
+        for r in self.metrics():
+            if r.get("final") and r["generation"] == g and r["split"] == split:
+                return {int(k.split("@")[1]): v for k, v in r.items() if k.startswith("recall@")}
+        return {}
+
+    def results(self, split: str = "test", generation: int | None = None):
+        """Per-query results (:class:`~sfrs_core.retrieval.results.QueryResults`) of a generation."""
+        from .retrieval.results import QueryResults
+
+        g = self.last_generation if generation is None else generation
+        return QueryResults.load(self.path / "results" / f"{split}_gen{g}.npz")
+
+    def soft_labels(self):
+        from .explain.soft_labels import load_snapshots
+
+        return load_snapshots(self.path)
+
+    def model(self, generation: int | None = None, device: str = "cpu"):
+        """The model of a generation (default: the last), loaded once and kept."""
+        from .training.checkpoint import load_model
+
+        g = self.last_generation if generation is None else generation
+        if g not in self._models:
+            self._models[g] = load_model(self.path / f"gen{g}.pt", device)[0]
+        return self._models[g]
+
+    def temperature(self, generation: int) -> float:
+        temps = self.config.get("temperatures") or [0.07]
+        return float(temps[min(generation, len(temps) - 1)])
+
+    def image_size(self) -> tuple[int, int] | None:
+        size = self.config.get("image_size")
+        return tuple(size) if size else None
+
+
+def open_run(path_or_name: str | os.PathLike, dirs: tuple[str, ...] = DEFAULT_RUN_DIRS) -> Run:
+    """A run by folder path, or by name inside one of ``dirs``."""
+    path = Path(path_or_name)
+    if (path / "config.json").is_file():
+        return Run(path)
+    for d in dirs:
+        if (Path(d) / str(path_or_name) / "config.json").is_file():
+            return Run(Path(d) / str(path_or_name))
+    raise FileNotFoundError(f"no run {str(path_or_name)!r}: not a run folder, and not found in {', '.join(dirs)}")
+
+
+def discover_runs(dirs: tuple[str, ...] = DEFAULT_RUN_DIRS) -> list[Run]:
+    """Every run folder directly inside ``dirs`` (missing folders are skipped), sorted by path."""
+    runs = []
+    for d in dirs:
+        base = Path(d)
+        if base.is_dir():
+            runs += [Run(p) for p in sorted(base.iterdir()) if (p / "config.json").is_file()]
+    return runs
