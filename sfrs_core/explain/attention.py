@@ -63,7 +63,8 @@ def summarise(shares: Sequence[dict[str, float]], hits: Sequence[bool | None]) -
 
 def attention_by_class(model, split, results, method: str = "decomp", queries: Sequence[int] | None = None,
                        image_size: tuple[int, int] | None = None, progress: bool = False) -> dict:
-    """Mean class shares and sign pointing rate of ``model``'s heatmaps over a split's queries.
+    """Mean class shares and sign pointing rate of ``model``'s heatmaps over a split's queries,
+    with each class's mean share of the image area (``"area"``) as the chance level.
 
     Each query's heatmap targets its top-1 match under ``results`` (the model's own
     :class:`~sfrs_core.retrieval.results.QueryResults`); shares use the query's label map.
@@ -75,7 +76,7 @@ def attention_by_class(model, split, results, method: str = "decomp", queries: S
     if split.queries.label_root is None:
         raise ValueError(f"split {split.name!r} has no semantic label maps (only SynthCity has them)")
     queries = range(len(split.queries)) if queries is None else queries
-    shares, hits = [], []
+    shares, hits, areas = [], [], []
     for q in tqdm(list(queries), desc=f"attention ({method})", disable=not progress, leave=False):
         match = split.database.image_path(int(results.ids[q, 0]))
         target = describe(model, match, size=image_size)
@@ -83,4 +84,5 @@ def attention_by_class(model, split, results, method: str = "decomp", queries: S
         label = np.asarray(Image.open(split.queries.label_path(q)))
         shares.append(class_shares(heat, label))
         hits.append(pointing_hit(heat, label))
-    return summarise(shares, hits)
+        areas.append(class_shares(np.ones(label.shape), label))
+    return {**summarise(shares, hits), "area": summarise(areas, [])["shares"]}
