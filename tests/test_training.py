@@ -170,3 +170,25 @@ def test_overwrite_replaces_the_run_and_writes_its_config(tiny_city, tmp_path):
     run = train(cfg, overwrite=True, progress=False)
     assert TrainConfig.from_dict(json.loads((run / "config.json").read_text())) == cfg
     assert not (run / "stale.txt").exists()
+
+
+def test_stopping_at_a_generation_boundary_resumes_to_the_same_result(trained_run, tiny_city, tmp_path):
+    from sfrs_core.training import TrainingStopped, resume_run
+
+    per_generation = len(_iterations(trained_run)) // 2
+    cfg = tiny_config(str(tiny_city), "tiny").replace(runs_dir=str(tmp_path))
+    calls = {"n": 0}
+
+    def stop_at_first_step_of_generation_1() -> bool:
+        calls["n"] += 1
+        return calls["n"] > per_generation  # checked before every step
+
+    with pytest.raises(TrainingStopped):
+        train(cfg, progress=False, should_stop=stop_at_first_step_of_generation_1)
+    assert (tmp_path / "tiny" / "gen0.pt").exists() and not (tmp_path / "tiny" / "gen1.pt").exists()
+    assert json.loads((tmp_path / "tiny" / "progress.json").read_text())["status"] == "stopped"
+    run = resume_run(tmp_path / "tiny", progress=False)
+    assert _iterations(run) == _iterations(trained_run)
+    ref = load_checkpoint(trained_run / "gen1.pt")["state_dict"]
+    for name, value in load_checkpoint(run / "gen1.pt")["state_dict"].items():
+        torch.testing.assert_close(value, ref[name], atol=1e-5, rtol=1e-4, msg=name)

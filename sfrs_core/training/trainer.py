@@ -236,7 +236,9 @@ class Trainer:
             self._total = self._iterations_per_epoch() * self.cfg.epochs * self.cfg.generations
             self._bar = tqdm(total=self._total, initial=pos.iteration, desc=self.cfg.run, unit="it", disable=not self.progress)
             for g in range(pos.generation, self.cfg.generations):
-                self._generation(g, pos, state if state is not None and state["generation"] == g else None)
+                # A generation-boundary checkpoint holds no student: the generation starts afresh.
+                mid_generation = state is not None and state["generation"] == g and "student" in state
+                self._generation(g, pos, state if mid_generation else None)
                 pos = _Position(g + 1, 0, 0, pos.iteration)
                 state = None
             self._progress("finished", pos)
