@@ -54,3 +54,16 @@ def test_region_boxes_cover_the_image():
     assert boxes[0] == (0, 0, 320, 240)  # global
     assert boxes[1] == (0, 0, 320, 112) and boxes[2] == (0, 112, 320, 240)  # top / bottom split at row 7 of 15
     assert boxes[5] == (0, 0, 160, 112)  # top-left quarter
+
+
+def test_draw_regions_tints_in_proportion_to_the_weights():
+    from sfrs_core.explain.soft_labels import draw_regions
+
+    img = np.full((120, 160, 3), 128, np.uint8)
+    w = np.zeros(9)
+    w[5] = 1.0  # all weight on the top-left quarter
+    out = draw_regions(img, (15, 20), weights=w)
+    assert out.shape == img.shape and out.dtype == np.uint8
+    assert not np.array_equal(out[30, 40], img[30, 40])  # inside the top-left quarter: tinted
+    np.testing.assert_array_equal(out[90, 120], img[90, 120])  # inside the bottom-right: untouched
+    assert not np.array_equal(draw_regions(img, (15, 20))[0, 80], img[0, 80])  # outlines drawn

@@ -192,3 +192,16 @@ def test_stopping_at_a_generation_boundary_resumes_to_the_same_result(trained_ru
     ref = load_checkpoint(trained_run / "gen1.pt")["state_dict"]
     for name, value in load_checkpoint(run / "gen1.pt")["state_dict"].items():
         torch.testing.assert_close(value, ref[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_demo_command_trains_and_exports_both_runs(tiny_city, tmp_path, monkeypatch):
+    from sfrs_core.training import demo
+
+    monkeypatch.setattr(demo, "demo_config", lambda data, run: tiny_config(data, run))
+    paths = demo.build_demo_models(tiny_city, tmp_path / "assets", tmp_path / "runs", progress=False)
+    assert sorted(p.name for p in (tmp_path / "assets").iterdir()) == ["sare", "sfrs"]
+    assert (paths["sare"] / "gen0.pt").exists() and not (paths["sare"] / "gen1.pt").exists()
+    assert (paths["sfrs"] / "gen1.pt").exists()
+    # a second call finds the finished run and only re-exports
+    again = demo.build_demo_models(tiny_city, tmp_path / "assets", tmp_path / "runs", progress=False)
+    assert again == paths

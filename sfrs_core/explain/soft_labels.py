@@ -124,3 +124,32 @@ def image_region_boxes(image_hw: tuple[int, int], feature_hw: tuple[int, int]) -
     h, w = feature_hw
     sy, sx = H / h, W / w
     return [(round(c0 * sx), round(r0 * sy), round(c1 * sx), round(r1 * sy)) for r0, r1, c0, c1 in region_boxes(h, w)]
+
+
+REGION_COLOURS = ((255, 255, 255), (230, 80, 60), (60, 120, 230), (240, 180, 30), (60, 180, 90),
+                  (200, 90, 200), (90, 200, 220), (250, 140, 60), (140, 140, 255))
+
+
+def draw_regions(image_rgb: np.ndarray, feature_hw: tuple[int, int], weights: np.ndarray | None = None,
+                 regions: list[int] | None = None, line_px: int = 2) -> np.ndarray:
+    """The image with the outlines of the 9 regions (or ``regions``) drawn on it.
+
+    ``weights`` (9 values, e.g. one positive's soft labels) tint each region in proportion to
+    its weight (the largest weight gets a 45 % tint); outlines use one colour per region.
+    """
+    from PIL import Image, ImageDraw
+
+    img = Image.fromarray(np.asarray(image_rgb, dtype=np.uint8)).convert("RGBA")
+    boxes = image_region_boxes((img.height, img.width), feature_hw)
+    chosen = range(len(boxes)) if regions is None else regions
+    layer = Image.new("RGBA", img.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(layer)
+    top = float(np.max(weights)) if weights is not None and np.max(weights) > 0 else 1.0
+    for r in chosen:
+        x0, y0, x1, y1 = boxes[r]
+        colour = REGION_COLOURS[r]
+        if weights is not None:
+            draw.rectangle([x0, y0, x1 - 1, y1 - 1], fill=colour + (int(115 * float(weights[r]) / top),))
+        inset = line_px * (0 if r == 0 else 1 if r <= 4 else 2)  # global, halves, quarters: nested outlines
+        draw.rectangle([x0 + inset, y0 + inset, x1 - 1 - inset, y1 - 1 - inset], outline=colour + (255,), width=line_px)
+    return np.asarray(Image.alpha_composite(img, layer).convert("RGB"))
