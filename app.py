@@ -1,55 +1,37 @@
-"""SFRS Studio — entry page.
-
-A placeholder until the app issue lands: it lists the embedded SynthCity demo dataset, so
-`make app` shows something real on a fresh machine. The library does the work; this page
-only lays it out.
-"""
+"""SFRS Studio — overview: the runs found, their recall, and recall@N curves."""
 from __future__ import annotations
 
-from pathlib import Path
-
+import pandas as pd
 import streamlit as st
 
-from sfrs_core.data import DatasetError, load_dataset
-from sfrs_core.data.synthcity import is_complete
+from sfrs_core.figures import recall_curves, recall_curves_plotly
+from viz_app.state import sidebar
+from viz_app.widgets import figure_downloads
 
-DEMO = Path("data/synthcity")
-
-st.set_page_config(page_title="SFRS Studio", layout="wide")
+st.set_page_config(page_title="SFRS Studio", page_icon="📍", layout="wide")
+sel = sidebar()
 st.title("SFRS Studio")
-st.caption("Self-supervising fine-grained region similarities for image localization — explorer (early preview).")
-
-
-@st.cache_data(show_spinner="Reading the dataset…")
-def _summary(path: str) -> dict:
-    return load_dataset(path).summary()
-
-
-if not is_complete(DEMO):
-    st.warning(f"The SynthCity demo dataset is not at `{DEMO}` yet. Run `make app` (it renders it once), "
-               "or `python -m sfrs_core synth --preset demo --out data/synthcity`.")
+st.caption("Image localization by retrieval — SARE and SFRS (Ge et al., ECCV 2020) compared on your data.")
+if sel is None:
     st.stop()
 
-try:
-    summary = _summary(str(DEMO))
-except DatasetError as err:
-    st.error(f"Could not read the demo dataset: {err}")
-    st.stop()
+from viz_app.state import runs  # noqa: E402  (after the sidebar, which may stop the page)
 
-st.subheader("Demo dataset: SynthCity")
-st.dataframe(
-    [
-        {
-            "split": name,
-            "database": s["database"],
-            "queries": s["queries"],
-            "area (km²)": s["area_km2"],
-            "positives ≤ 25 m per query (mean)": s["positives_25m"]["mean"],
-        }
-        for name, s in summary["splits"].items()
-    ],
-    hide_index=True,
-)
-sample = Path("assets/synthcity_sample.jpg")
-if sample.is_file():
-    st.image(str(sample), caption="Database views of one place in eight headings, two queries and a label map.")
+rows = []
+for run in [r for r in runs() if r.data == sel.data]:
+    for g in run.generations:
+        rec = run.recall(sel.split, g)
+        rows.append({"run": run.name, "kind": run.kind, "generation": g, "loss": run.loss,
+                     **{f"R@{n}": round(100 * rec[n], 1) for n in (1, 5, 10, 20) if n in rec}})
+st.subheader(f"Recall on `{sel.data}` / {sel.split} (%, 25 m)")
+st.dataframe(pd.DataFrame(rows), hide_index=True, use_container_width=True)
+
+curves = {c.label: c.run.recall(sel.split, c.generation) for c in (sel.baseline, sel.other)}
+left, right = st.columns([3, 2])
+with left:
+    st.plotly_chart(recall_curves_plotly(curves, title="Recall@N"), use_container_width=True)
+with right:
+    best = {label: 100 * rec.get(1, 0.0) for label, rec in curves.items()}
+    for label, value in best.items():
+        st.metric(f"R@1 — {label}", f"{value:.1f} %")
+    figure_downloads(recall_curves(curves), "recall_curves", key="overview_recall")

@@ -12,3 +12,16 @@ from sfrs_core.data.synthcity import generate, preset
 def tiny_city(tmp_path_factory) -> Path:
     """The ``tiny`` SynthCity preset (seed 0), rendered once with two workers."""
     return generate(preset("tiny"), tmp_path_factory.mktemp("synth") / "tiny", workers=2, progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tiny_city, tmp_path_factory) -> Path:
+    """A folder holding a tiny SFRS run (2 generations) and its SARE baseline (generation 0)."""
+    from sfrs_core.training import train
+    from sfrs_core.training.export import export_run
+    from sfrs_core.training.presets import tiny_config
+
+    base = tmp_path_factory.mktemp("app_runs")
+    sfrs = train(tiny_config(str(tiny_city), "tiny-sfrs").replace(runs_dir=str(base)), progress=False)
+    export_run(sfrs, base / "tiny-sare", generations=1)
+    return base

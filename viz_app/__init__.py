@@ -1,0 +1,1 @@
+"""The Streamlit app's own helpers: cached loaders, the shared sidebar, widgets."""

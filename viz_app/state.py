@@ -1,0 +1,99 @@
+"""Cached access to runs, datasets and results, and the sidebar every page shares.
+
+Run folders are found in ``SFRS_STUDIO_RUN_DIRS`` (paths separated by ``os.pathsep``;
+default ``assets/demo`` and ``runs``). Everything heavy is cached, so switching pages never
+recomputes it.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import streamlit as st
+
+from sfrs_core.data import DatasetError, load_dataset
+from sfrs_core.runs import DEFAULT_RUN_DIRS, Run, discover_runs, open_run
+
+
+def run_dirs() -> tuple[str, ...]:
+    env = os.environ.get("SFRS_STUDIO_RUN_DIRS")
+    return tuple(p for p in env.split(os.pathsep) if p) if env else DEFAULT_RUN_DIRS
+
+
+@st.cache_resource(show_spinner=False)
+def _run(path: str) -> Run:
+    return open_run(path)
+
+
+def runs() -> list[Run]:
+    """Every run with at least one finished generation (re-scanned on each rerun: cheap)."""
+    return [_run(str(r.path)) for r in discover_runs(run_dirs()) if r.generations]
+
+
+@st.cache_resource(show_spinner="Reading the dataset…")
+def dataset(path: str):
+    return load_dataset(path)
+
+
+@st.cache_data(show_spinner=False)
+def results(run_path: str, split: str, generation: int):
+    return _run(run_path).results(split, generation)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A model: a run and one of its generations."""
+
+    run: Run
+    generation: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.run.kind} · {self.run.name} · gen {self.generation}"
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What the sidebar chose: the dataset and the two models compared (baseline, other)."""
+
+    data: str
+    split: str
+    baseline: Choice
+    other: Choice
+
+
+def _default(options: list[Run], kind: str) -> int:
+    return next((i for i, r in enumerate(options) if r.kind == kind), 0)
+
+
+def _model_picker(label: str, options: list[Run], kind: str, key: str) -> Choice:
+    names = [str(r.path) for r in options]
+    i = st.sidebar.selectbox(label, range(len(options)), index=_default(options, kind), key=f"{key}_run",
+                             format_func=lambda j: f"{options[j].kind} · {options[j].name}")
+    run = options[i]
+    gens = run.generations
+    g = st.sidebar.selectbox(f"{label}: generation", gens, index=len(gens) - 1, key=f"{key}_gen_{names[i]}")
+    return Choice(run, g)
+
+
+def sidebar() -> Selection | None:
+    """The shared sidebar; None (with a message on the page) when there is nothing to show."""
+    all_runs = runs()
+    st.sidebar.title("SFRS Studio")
+    if not all_runs:
+        st.info("No trained runs found in " + ", ".join(f"`{d}`" for d in run_dirs())
+                + ". Train one with `python -m sfrs_core train` or restore `assets/demo`.")
+        return None
+    datasets = sorted({r.data for r in all_runs})
+    data = st.sidebar.selectbox("Dataset", datasets, key="dataset")
+    options = [r for r in all_runs if r.data == data]
+    try:
+        ds = dataset(data)
+    except DatasetError as err:
+        st.error(f"The dataset of these runs cannot be read: {err}. For SynthCity, run `make demo-data`.")
+        return None
+    splits = [s for s in ("test", "val") if s in ds.splits]
+    split = st.sidebar.selectbox("Split", splits, key="split")
+    baseline = _model_picker("Baseline", options, "SARE", "baseline")
+    other = _model_picker("Compared with", options, "SFRS", "other")
+    return Selection(data, split, baseline, other)
