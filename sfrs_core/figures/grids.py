@@ -138,6 +138,18 @@ def _row_groups(n_rows: int, group_size: int) -> list[float]:
     return [0.0 if r == 0 else (_GROUP_GAP_IN if r % group_size == 0 else _ROW_GAP_IN) for r in range(n_rows)]
 
 
+def _query_tile(fig, layout, r: int, image, aspect: float, row_labels, query_captions) -> None:
+    """The query tile of row ``r`` (first column) with its header, row label and caption."""
+    ax = _tile(fig, layout.rect(r, 0), fit_tile(as_rgb(image), aspect, layout.tile_w),
+               label=f"query r{r}", color=QUERY_COLOR, linewidth=_FRAME_WIDTH)
+    if r == 0:
+        _header(ax, "Query", linewidth=_FRAME_WIDTH)
+    if row_labels:
+        _row_label(ax, row_labels[r])
+    if query_captions:
+        _caption(ax, query_captions[r], linewidth=_FRAME_WIDTH)
+
+
 def retrieval_grid(
     queries: Sequence[ImageLike],
     retrieved: Sequence[Sequence[ImageLike]],
@@ -194,14 +206,7 @@ def retrieval_grid(
     with paper_rc():
         fig = new_figure(w, layout.height)
         for r in range(n_rows):
-            ax = _tile(fig, layout.rect(r, 0), fit_tile(as_rgb(queries[r]), aspect, layout.tile_w),
-                       label=f"query r{r}", color=QUERY_COLOR, linewidth=_FRAME_WIDTH)
-            if r == 0:
-                _header(ax, "Query", linewidth=_FRAME_WIDTH)
-            if row_labels:
-                _row_label(ax, row_labels[r])
-            if query_captions:
-                _caption(ax, query_captions[r], linewidth=_FRAME_WIDTH)
+            _query_tile(fig, layout, r, queries[r], aspect, row_labels, query_captions)
             for j, image in enumerate(retrieved[r]):
                 dist = distances_m[r][j]
                 ok = (
@@ -300,14 +305,7 @@ def heatmap_grid(
     with paper_rc():
         fig = new_figure(w, layout.height)
         for r in range(n_rows):
-            ax = _tile(fig, layout.rect(r, 0), fit_tile(as_rgb(queries[r]), aspect, layout.tile_w),
-                       label=f"query r{r}", color=QUERY_COLOR, linewidth=_FRAME_WIDTH)
-            if r == 0:
-                _header(ax, "Query", linewidth=_FRAME_WIDTH)
-            if row_labels:
-                _row_label(ax, row_labels[r])
-            if query_captions:
-                _caption(ax, query_captions[r], linewidth=_FRAME_WIDTH)
+            _query_tile(fig, layout, r, queries[r], aspect, row_labels, query_captions)
             for m, name in enumerate(models):
                 item = maps[name][r]
                 picture = (overlay_heatmap(bases[r], item, cmap=cmap, alpha=alpha) if is_raw_map(item)
