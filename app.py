@@ -8,7 +8,7 @@ from sfrs_core.figures import recall_curves, recall_curves_plotly
 from viz_app.state import sidebar
 from viz_app.widgets import figure_downloads
 
-st.set_page_config(page_title="SFRS Studio", page_icon="📍", layout="wide")
+st.set_page_config(page_title="SFRS Studio", layout="wide")
 sel = sidebar()
 st.title("SFRS Studio")
 st.caption("Image localization by retrieval — SARE and SFRS (Ge et al., ECCV 2020) compared on your data.")

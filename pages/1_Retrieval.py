@@ -9,7 +9,7 @@ from sfrs_core.figures import retrieval_grid
 from viz_app.state import dataset, results, sidebar
 from viz_app.widgets import figure_downloads
 
-st.set_page_config(page_title="Retrieval · SFRS Studio", page_icon="📍", layout="wide")
+st.set_page_config(page_title="Retrieval · SFRS Studio", layout="wide")
 sel = sidebar()
 st.title("Retrieval")
 if sel is None:
@@ -38,7 +38,7 @@ if "ret_query" not in st.session_state or st.session_state.ret_query not in cand
     st.session_state.ret_query = int(candidates[0])
 pick, rand = st.columns([4, 1])
 pick.selectbox("Query id", candidates.tolist(), key="ret_query")
-if rand.button("🎲 Random", use_container_width=True):
+if rand.button("Random query", use_container_width=True):
     st.session_state.ret_query = int(np.random.default_rng().choice(candidates))
     st.rerun()
 q = int(st.session_state.ret_query)
@@ -54,6 +54,6 @@ fig = retrieval_grid(
 st.pyplot(fig, use_container_width=True)
 cols = st.columns(2)
 for col, label, r in zip(cols, labels, (a, b)):
-    right = "✅ right" if r.correct[q, 0] else "❌ wrong"
+    right = ":green[**right**]" if r.correct[q, 0] else ":red[**wrong**]"
     col.markdown(f"**{label}** — top-1 {right}, {r.distances_m[q, 0]:.1f} m away (similarity {r.similarities[q, 0]:.3f})")
 figure_downloads(fig, f"retrieval_q{q}", key="ret_fig")
