@@ -233,6 +233,7 @@ class Trainer:
                 truncate_metrics(self.run_dir / "metrics.jsonl", 0)
             self.metrics = MetricsLog(self.run_dir / "metrics.jsonl")
             self._t0 = time.time() - (state["elapsed_s"] if state else 0.0)
+            self._process_t0, self._start_iteration = time.time(), pos.iteration
             self._total = self._iterations_per_epoch() * self.cfg.epochs * self.cfg.generations
             self._bar = tqdm(total=self._total, initial=pos.iteration, desc=self.cfg.run, unit="it", disable=not self.progress)
             for g in range(pos.generation, self.cfg.generations):
@@ -258,9 +259,12 @@ class Trainer:
     def _progress(self, status: str, pos: _Position | None, error: str | None = None) -> None:
         pos = pos or getattr(self, "_pos", _Position())
         total = getattr(self, "_total", 0)
-        elapsed = time.time() - getattr(self, "_t0", time.time())
+        now = time.time()
+        elapsed = now - getattr(self, "_t0", now)
+        # ETA from this process's own pace (a resumed run has not done the earlier iterations)
         done = max(pos.iteration - getattr(self, "_start_iteration", 0), 0)
-        eta = elapsed / done * (total - pos.iteration) if done and status == "running" else None
+        spent = now - getattr(self, "_process_t0", now)
+        eta = spent / done * (total - pos.iteration) if done and status == "running" else None
         atomic_write_json(self.run_dir / "progress.json", {
             "status": status, "pid": os.getpid(), "generation": pos.generation, "generations": self.cfg.generations,
             "epoch": pos.epoch, "epochs": self.cfg.epochs, "iteration": pos.iteration, "total_iterations": total,
@@ -294,7 +298,6 @@ class Trainer:
             sched.load_state_dict(state["scheduler"])
             self.miner.negative_cache[:] = state["negative_cache"].numpy()
         train = self.split_features(cfg.train_split)
-        self._start_iteration = pos.iteration
         for epoch in range(pos.epoch, cfg.epochs):
             chunks = self._chunks(g, epoch)
             first_chunk = pos.chunk if epoch == pos.epoch else 0
