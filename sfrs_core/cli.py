@@ -165,7 +165,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .retrieval.evaluate import evaluate
     from .training.checkpoint import load_model
 
-    model, _ = load_model(args.checkpoint, device="cpu" if args.device == "cpu" else _device(args.device))
+    model, _ = load_model(args.checkpoint, device=_device(args.device))
     ds = load_dataset(args.data)
     res = evaluate(model, ds[args.split], image_size=_size(args.image_size), k=args.k, dedupe=args.dedupe,
                    batch_size=args.batch_size, progress=not args.quiet, run=str(args.checkpoint), dataset_root=ds.root)

@@ -12,16 +12,14 @@ from __future__ import annotations
 import logging
 import math
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from .dataset import SPLIT_NAMES, ImageSet, PlaceDataset, PlaceSplit
 from .errors import DatasetError
 from .geo import UtmZone, check_latlon, latlon_to_utm
-from .images import MAX_PIXELS, is_image_name
+from .images import checked_image, is_image_name
 
 log = logging.getLogger(__name__)
 
@@ -77,24 +75,11 @@ def read_gps(path: str | os.PathLike, decode: bool = True) -> Fix | None:
     ``decode`` the image data is decoded too (JPEGs at 1/8 scale), so truncated files fail here.
     """
     path = Path(path)
-    if not path.is_file() or path.stat().st_size == 0:
-        raise DatasetError(path, "unreadable image: file missing or empty")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                if img.width * img.height > MAX_PIXELS:
-                    raise DatasetError(path, f"image is {img.width}x{img.height}, over the {MAX_PIXELS:,}-pixel limit")
-                gps = dict(img.getexif().get_ifd(GPS_IFD))
-                if decode:
-                    img.draft("RGB", (max(1, img.width // 8), max(1, img.height // 8)))
-                    img.load()
-    except DatasetError:
-        raise
-    except UnidentifiedImageError:
-        raise DatasetError(path, "unreadable image: not an image file Pillow can read") from None
-    except Exception as err:  # truncated data, bad EXIF offsets, decompression bombs ...
-        raise DatasetError(path, f"unreadable image ({type(err).__name__}: {err})") from None
+    with checked_image(path) as img:
+        gps = dict(img.getexif().get_ifd(GPS_IFD))
+        if decode:
+            img.draft("RGB", (max(1, img.width // 8), max(1, img.height // 8)))
+            img.load()
     if LAT not in gps or LON not in gps:
         return None
     lat = _degrees(gps[LAT], gps.get(LAT_REF), "latitude", path)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -20,32 +22,42 @@ def is_image_name(name: str | os.PathLike) -> bool:
     return str(name).lower().endswith(IMAGE_SUFFIXES)
 
 
-def open_rgb(path: str | os.PathLike) -> Image.Image:
-    """Open an image as 8-bit RGB, upright (EXIF orientation applied), fully decoded.
+@contextmanager
+def checked_image(path: str | os.PathLike) -> Iterator[Image.Image]:
+    """Open an image file with the checks every reader needs (exists, not empty, not oversized).
 
-    CMYK, 16-bit, palette, grey and alpha images are converted; missing, empty, truncated,
-    non-image or oversized files raise :class:`DatasetError` naming the file.
+    Any failure, also inside the ``with`` block (decoding, EXIF), becomes a
+    :class:`DatasetError` naming the file.
     """
     path = Path(path)
     if not path.is_file():
         raise DatasetError(path, "image file not found")
     if path.stat().st_size == 0:
-        raise DatasetError(path, "image file is empty (0 bytes)")
+        raise DatasetError(path, "unreadable image: file is empty (0 bytes)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 if img.width * img.height > MAX_PIXELS:
                     raise DatasetError(path, f"image is {img.width}x{img.height}, over the {MAX_PIXELS:,}-pixel limit")
-                img.load()
-                img = ImageOps.exif_transpose(img)
-                return to_rgb(img)
+                yield img
     except DatasetError:
         raise
     except UnidentifiedImageError:
-        raise DatasetError(path, "not an image file Pillow can read") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise DatasetError(path, f"unreadable or truncated image ({err})") from None
+        raise DatasetError(path, "unreadable image: not an image file Pillow can read") from None
+    except Exception as err:  # truncated data, bad EXIF offsets, decompression bombs ...
+        raise DatasetError(path, f"unreadable or truncated image ({type(err).__name__}: {err})") from None
+
+
+def open_rgb(path: str | os.PathLike) -> Image.Image:
+    """Open an image as 8-bit RGB, upright (EXIF orientation applied), fully decoded.
+
+    CMYK, 16-bit, palette, grey and alpha images are converted; missing, empty, truncated,
+    non-image or oversized files raise :class:`DatasetError` naming the file.
+    """
+    with checked_image(path) as img:
+        img.load()
+        return to_rgb(ImageOps.exif_transpose(img))
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

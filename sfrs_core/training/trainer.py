@@ -162,7 +162,7 @@ class Trainer:
         return sum(math.ceil(s / self.cfg.tuples_per_batch) for s in sizes)
 
     # ------------------------------------------------------------------ steps
-    def train_step(self, student: NetVLADModel, teacher: NetVLADModel | None, tuples: list[TrainingTuple], generation: int) -> dict[str, float]:
+    def train_step(self, student: NetVLADModel, teacher: NetVLADModel | None, tuples: list[TrainingTuple], generation: int) -> dict[str, torch.Tensor]:
         cfg = self.cfg
         train = self.split_features(cfg.train_split)
         B, N, k = len(tuples), cfg.mining.neg_num, cfg.mining.pos_num
