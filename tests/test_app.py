@@ -26,7 +26,7 @@ def _run(path: str) -> AppTest:
 
 
 def test_overview_lists_runs_and_their_recall(app_env):
-    at = _run("app.py")
+    at = _run("pages/overview.py")
     table = at.dataframe[0].value
     assert set(table["run"]) == {"tiny-sare", "tiny-sfrs"}
     sfrs_gen1 = table[(table["run"] == "tiny-sfrs") & (table["generation"] == 1)]
@@ -38,12 +38,12 @@ def test_overview_lists_runs_and_their_recall(app_env):
 
 def test_overview_without_runs_says_how_to_get_one(tmp_path, monkeypatch):
     monkeypatch.setenv("SFRS_STUDIO_RUN_DIRS", str(tmp_path))
-    at = _run("app.py")
+    at = _run("pages/overview.py")
     assert "No trained runs found" in at.info[0].value
 
 
 def test_retrieval_page_shows_both_models_and_filters(app_env):
-    at = _run("pages/1_Retrieval.py")
+    at = _run("pages/retrieval.py")
     assert len(at.markdown) >= 2 and "SARE" in at.markdown[0].value and "SFRS" in at.markdown[1].value
     at.selectbox(key="ret_group").select_index(1).run()  # an outcome list
     assert not at.exception

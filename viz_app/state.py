@@ -77,7 +77,16 @@ def _model_picker(label: str, options: list[Run], kind: str, key: str) -> Choice
 
 
 def sidebar() -> Selection | None:
-    """The shared sidebar; None (with a message on the page) when there is nothing to show."""
+    """The shared sidebar (choices, then the training panel); None, with a message on the page,
+    when there is nothing to show."""
+    sel = _choices()
+    from viz_app.train_panel import training_panel
+
+    training_panel(sel)
+    return sel
+
+
+def _choices() -> Selection | None:
     all_runs = runs()
     st.sidebar.title("SFRS Studio")
     if not all_runs:

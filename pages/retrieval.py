@@ -9,7 +9,6 @@ from sfrs_core.figures import retrieval_grid
 from viz_app.state import dataset, results, sidebar
 from viz_app.widgets import figure_downloads
 
-st.set_page_config(page_title="Retrieval · SFRS Studio", layout="wide")
 sel = sidebar()
 st.title("Retrieval")
 if sel is None:

@@ -1,0 +1,36 @@
+"""SFRS Studio — overview: the runs found, their recall, and recall@N curves."""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from sfrs_core.figures import recall_curves, recall_curves_plotly
+from viz_app.state import sidebar
+from viz_app.widgets import figure_downloads
+
+sel = sidebar()
+st.title("SFRS Studio")
+st.caption("Image localization by retrieval — SARE and SFRS (Ge et al., ECCV 2020) compared on your data.")
+if sel is None:
+    st.stop()
+
+from viz_app.state import runs  # noqa: E402  (after the sidebar, which may stop the page)
+
+rows = []
+for run in [r for r in runs() if r.data == sel.data]:
+    for g in run.generations:
+        rec = run.recall(sel.split, g)
+        rows.append({"run": run.name, "kind": run.kind, "generation": g, "loss": run.loss,
+                     **{f"R@{n}": round(100 * rec[n], 1) for n in (1, 5, 10, 20) if n in rec}})
+st.subheader(f"Recall on `{sel.data}` / {sel.split} (%, 25 m)")
+st.dataframe(pd.DataFrame(rows), hide_index=True, use_container_width=True)
+
+curves = {c.label: c.run.recall(sel.split, c.generation) for c in (sel.baseline, sel.other)}
+left, right = st.columns([3, 2])
+with left:
+    st.plotly_chart(recall_curves_plotly(curves, title="Recall@N"), use_container_width=True)
+with right:
+    best = {label: 100 * rec.get(1, 0.0) for label, rec in curves.items()}
+    for label, value in best.items():
+        st.metric(f"R@1 — {label}", f"{value:.1f} %")
+    figure_downloads(recall_curves(curves), "recall_curves", key="overview_recall")

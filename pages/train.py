@@ -1,0 +1,8 @@
+"""Placeholder (being built)."""
+import streamlit as st
+
+from viz_app.state import sidebar
+
+sidebar()
+st.title("train")
+st.info("Coming soon.")
