@@ -40,6 +40,21 @@ def results(run_path: str, split: str, generation: int):
     return _run(run_path).results(split, generation)
 
 
+@st.cache_resource(show_spinner="Loading the model…")
+def model(run_path: str, generation: int):
+    """A run's model of ``generation`` (CPU, eval mode), loaded once per server."""
+    return _run(run_path).model(generation).eval()
+
+
+@st.cache_resource(show_spinner="Indexing the database (once; `make app` does this ahead)…")
+def index_bundle(run_path: str, generation: int, split: str):
+    """The database index (:class:`~sfrs_core.retrieval.bundle.IndexBundle`) of a model on ``split``,
+    prepared on disk by :mod:`sfrs_core.prepare`."""
+    from sfrs_core.prepare import prepared_index
+
+    return prepared_index(_run(run_path), generation, split)
+
+
 @dataclass(frozen=True)
 class Choice:
     """A model: a run and one of its generations."""
