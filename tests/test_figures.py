@@ -230,3 +230,39 @@ def test_save_figure_leaves_nothing_on_failure(tmp_path: Path):
     with pytest.raises(ValueError):
         F.save_figure(fig, tmp_path / "x", formats=("png", "nope"))
     assert list(tmp_path.iterdir()) == []  # formats are checked before anything is written
+
+
+def _metrics_log():
+    steps = [{"event": "step", "iteration": i, "generation": g, "loss_hard": 1.0 + g, "loss_soft": 0.0 if g == 0 else 2.0}
+             for g, its in ((0, range(1, 5)), (1, range(5, 9))) for i in its]
+    evals = [{"event": "eval", "split": "val", "iteration": 4, "recall@1": 0.5},
+             {"event": "eval", "split": "val", "iteration": 4, "recall@1": 0.5, "final": True},
+             {"event": "eval", "split": "test", "iteration": 4, "recall@1": 0.9},
+             {"event": "eval", "split": "val", "iteration": 8, "recall@1": 0.75}]
+    return steps + evals
+
+
+def test_smooth_is_a_trailing_mean():
+    from sfrs_core.figures import smooth
+
+    assert smooth(np.array([1.0, 2.0, 3.0, 4.0]), 2).tolist() == [1.0, 1.5, 2.5, 3.5]
+    assert smooth(np.array([1.0, 5.0]), 1).tolist() == [1.0, 5.0]
+
+
+def test_training_series_and_curves():
+    from sfrs_core.figures import training_curves, training_series
+    from sfrs_core.figures.interactive import training_curves_plotly
+    from sfrs_core.figures.training import loss_curves
+
+    s = training_series(_metrics_log())
+    assert s.generation_starts == [5]
+    assert s.eval_iteration.tolist() == [4, 8] and s.eval_recall1.tolist() == [50.0, 75.0]  # val, not final, not test
+    curves = loss_curves(s, window=3)
+    assert curves["loss_hard"].tolist() == [1, 1, 1, 1, 2, 2, 2, 2]  # no averaging across generations
+    assert np.isnan(curves["loss_soft"][:4]).all() and curves["loss_soft"][4:].tolist() == [2, 2, 2, 2]
+    fig = training_curves(_metrics_log())
+    assert {ax.get_label() for ax in fig.axes} == {"loss", "recall"}
+    assert F.figure_bytes(fig, "pdf").startswith(b"%PDF")
+    assert [t.name for t in training_curves_plotly(_metrics_log()).data] == ["loss_hard", "loss_soft", "val recall@1"]
+    with pytest.raises(ValueError, match="no training steps"):
+        training_curves([])

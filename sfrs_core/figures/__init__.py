@@ -14,6 +14,7 @@ from .export import FIGURE_FORMATS, MIME_TYPES, figure_bytes, figure_paths, save
 from .grids import format_distance, heatmap_grid, retrieval_grid
 from .images import as_rgb, overlay_heatmap
 from .softlabels import distribution_entropy, soft_label_evolution
+from .training import smooth, training_curves, training_series
 from .style import (
     CORRECT_COLOR,
     CORRECT_RADIUS_M,
@@ -31,7 +32,7 @@ from .style import (
 _INTERACTIVE = {
     "StaticExportUnavailable", "attention_bars_plotly", "entropy_curve_plotly", "plotly_to_bytes",
     "recall_curves_plotly", "soft_label_entropies", "soft_label_heatmaps_plotly", "static_export_available",
-    "find_browser",
+    "find_browser", "training_curves_plotly",
 }
 
 
@@ -58,6 +59,9 @@ __all__ = [
     "WRONG_COLOR",
     "StaticExportUnavailable",
     "as_rgb",
+    "smooth",
+    "training_curves",
+    "training_series",
     "attention_bars",
     "attention_bars_plotly",
     "color_map",

@@ -16,7 +16,8 @@ from plotly.subplots import make_subplots
 
 from .curves import attention_table, recall_table
 from .softlabels import check_distributions, distribution_entropy, shared_scale
-from .style import MUTED_TEXT, PLOTLY_SEQUENTIAL, REGION_LABELS, color_map, marker_map, plotly_template
+from .training import LOSS_COLORS, loss_curves, training_series
+from .style import MUTED_TEXT, SFRS_COLOR, PLOTLY_SEQUENTIAL, REGION_LABELS, color_map, marker_map, plotly_template
 
 PLOTLY_FORMATS: tuple[str, ...] = ("png", "svg", "pdf", "jpeg", "webp", "html")
 _SYMBOLS = {"o": "circle", "s": "square", "^": "triangle-up", "D": "diamond", "v": "triangle-down",
@@ -119,6 +120,23 @@ def entropy_curve_plotly(entropies: Sequence[float] | Mapping[str, Sequence[floa
                       annotation_text="uniform", annotation_position="bottom right")
     fig.update_xaxes(title_text="generation", type="category")
     fig.update_yaxes(title_text="entropy (nats)", rangemode="tozero")
+    return _layout(fig, title, height)
+
+
+def training_curves_plotly(metrics: Sequence[Mapping], *, window: int = 15, title: str | None = None,
+                           height: int | None = 320) -> go.Figure:
+    """Plotly version of :func:`~sfrs_core.figures.training.training_curves`: losses and val recall@1."""
+    s = training_series(metrics)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("loss (moving average)", "val recall@1 (%)"))
+    for name, curve in loss_curves(s, window).items():
+        fig.add_trace(go.Scatter(x=s.iteration, y=curve, name=name, mode="lines",
+                                 line={"color": LOSS_COLORS[name], "width": 2}), row=1, col=1)
+    fig.add_trace(go.Scatter(x=s.eval_iteration, y=s.eval_recall1, name="val recall@1", mode="lines+markers",
+                             line={"color": SFRS_COLOR, "width": 2}, showlegend=False), row=1, col=2)
+    for x in s.generation_starts:
+        for col in (1, 2):
+            fig.add_vline(x=x, line={"color": MUTED_TEXT, "dash": "dot", "width": 1}, row=1, col=col)
+    fig.update_xaxes(title_text="iteration")
     return _layout(fig, title, height)
 
 
