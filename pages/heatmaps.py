@@ -1,8 +1,100 @@
-"""Placeholder (being built)."""
+"""Heatmaps: why each model matches a query to its top-1, SARE beside SFRS, and where attention
+falls by semantic class (this query and the whole split)."""
+from __future__ import annotations
+
+import numpy as np
 import streamlit as st
+from PIL import Image
 
-from viz_app.state import sidebar
+from sfrs_core.explain.attention import class_shares
+from sfrs_core.explain.overlay import overlay
+from sfrs_core.figures import attention_bars, attention_bars_plotly, heatmap_grid
+from sfrs_core.prepare import attention_summary, cached_attention
+from viz_app.state import Choice, dataset, pair_heatmaps, results, sidebar
+from viz_app.widgets import figure_downloads, model_names, query_picker
 
-sidebar()
-st.title("heatmaps")
-st.info("Coming soon.")
+METHOD_NAMES = {"gradcam": "Grad-CAM (similarity)", "decomp": "Exact decomposition", "activation": "Activation"}
+COLORMAPS = ["auto", "jet", "turbo", "inferno", "viridis", "RdBu_r"]
+
+sel = sidebar()
+st.title("Heatmaps")
+if sel is None:
+    st.stop()
+
+split = dataset(sel.data)[sel.split]
+choices = (sel.baseline, sel.other)
+res = [results(str(c.run.path), sel.split, c.generation) for c in choices]
+names = model_names(sel.baseline.run.kind, sel.other.run.kind)
+q = query_picker(split.queries.condition, *res, names, key="hm")
+c1, c2, c3 = st.columns([2, 1, 1])
+method = c1.radio("Method", list(METHOD_NAMES), format_func=METHOD_NAMES.get, horizontal=True, key="hm_method")
+opacity = c2.slider("Opacity", 0.0, 1.0, 0.5, 0.05, key="hm_opacity")
+cmap = c3.selectbox("Colormap", COLORMAPS, key="hm_cmap",
+                    help="auto: jet for non-negative maps, red-blue for the signed decomposition")
+colormap = None if cmap == "auto" else cmap
+
+
+def label(c: Choice, name: str) -> str:
+    return f"{name} gen {c.generation}"
+
+
+labels = [label(c, n) for c, n in zip(choices, names)]
+pairs = [pair_heatmaps(str(c.run.path), c.generation, sel.split, q, method) for c in choices]
+maps = {lab: [overlay(p.query_rgb, p.query.image, colormap, opacity, signed=p.query.signed)]
+        for lab, p in zip(labels, pairs)}
+matches = [[overlay(p.match_rgb, p.match.image, colormap, opacity, signed=p.match.signed) for p in pairs]]
+fig = heatmap_grid(
+    [pairs[0].query_rgb], maps, matches,
+    similarities={lab: [p.similarity] for lab, p in zip(labels, pairs)},
+    match_titles=[f"{lab} top-1" for lab in labels],
+    match_captions=[[f"{r.distances_m[q, 0]:.0f} m" for r in res]],
+    match_correct=[[bool(r.correct[q, 0]) for r in res]],
+    title=f"Query {q}: {METHOD_NAMES[method]}",
+)
+st.pyplot(fig, width="stretch")
+st.caption("Columns: the query; its heatmap under each model (towards that model's top-1); each model's top-1 "
+           "with its heatmap towards the query, framed green within 25 m, red beyond.")
+figure_downloads(fig, f"heatmaps_{method}_q{q}", key="hm_fig")
+
+st.subheader("Attention by semantic class")
+if split.queries.label_root is None:
+    st.info("This dataset has no semantic label maps (only SynthCity has them), so attention cannot be split by class.")
+    st.stop()
+
+label_map = np.asarray(Image.open(split.queries.label_path(q)))
+this_query = {lab: class_shares(p.query.image, label_map) for lab, p in zip(labels, pairs)}
+this_query["image area"] = class_shares(np.ones(label_map.shape), label_map)
+
+whole: dict[str, dict[str, float]] = {}
+missing = []
+for lab, c in zip(labels, choices):
+    summary = cached_attention(c.run, c.generation, sel.split, method)
+    if summary is None:
+        missing.append((lab, c))
+    else:
+        whole[lab] = summary["shares"]
+        whole["image area"] = summary["area"]
+
+left, right = st.columns(2)
+with left:
+    st.markdown(f"**This query** ({METHOD_NAMES[method]})")
+    st.plotly_chart(attention_bars_plotly(this_query, height=330), width="stretch", key="hm_bars_query")
+    figure_downloads(lambda: attention_bars(this_query, title=f"Query {q}"), f"attention_{method}_q{q}", key="hm_bq")
+with right:
+    st.markdown(f"**Whole {sel.split} split** ({len(split.queries)} queries, each towards its own top-1)")
+    if missing:
+        todo = ", ".join(lab for lab, _ in missing)
+        if st.button(f"Compute for {todo} (about {0.2 * len(split.queries) * len(missing):.0f} s)", key="hm_whole"):
+            bar = st.progress(0.0)
+            for lab, c in missing:
+                summary = attention_summary(
+                    c.run, c.generation, sel.split, method,
+                    on_progress=lambda done, total, lab=lab: bar.progress(done / total, text=f"{lab}: {done}/{total}"))
+                whole[lab] = summary["shares"]
+                whole["image area"] = summary["area"]
+            missing = []
+            bar.empty()
+    if not missing:
+        st.plotly_chart(attention_bars_plotly(whole, height=330), width="stretch", key="hm_bars_whole")
+        figure_downloads(lambda: attention_bars(whole, title=f"{sel.split} split"), f"attention_{method}_{sel.split}",
+                         key="hm_bw")

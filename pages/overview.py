@@ -23,12 +23,12 @@ for run in [r for r in runs() if r.data == sel.data]:
         rows.append({"run": run.name, "kind": run.kind, "generation": g, "loss": run.loss,
                      **{f"R@{n}": round(100 * rec[n], 1) for n in (1, 5, 10, 20) if n in rec}})
 st.subheader(f"Recall on `{sel.data}` / {sel.split} (%, 25 m)")
-st.dataframe(pd.DataFrame(rows), hide_index=True, use_container_width=True)
+st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 
 curves = {c.label: c.run.recall(sel.split, c.generation) for c in (sel.baseline, sel.other)}
 left, right = st.columns([3, 2])
 with left:
-    st.plotly_chart(recall_curves_plotly(curves, title="Recall@N"), use_container_width=True)
+    st.plotly_chart(recall_curves_plotly(curves, title="Recall@N"), width="stretch")
 with right:
     best = {label: 100 * rec.get(1, 0.0) for label, rec in curves.items()}
     for label, value in best.items():

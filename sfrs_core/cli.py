@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from .errors import CheckpointError, DatasetError
+from .runs import DEFAULT_RUN_DIRS
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
@@ -89,15 +90,44 @@ def _train_config(args: argparse.Namespace):
     return TrainConfig.from_dict(data)
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    from .training import resume_run, train
+def train_config_from_argv(argv: list[str]):
+    """The :class:`~sfrs_core.training.TrainConfig` that ``train ARGV`` would train (the flags of
+    the ``train`` command, without the command); ``ValueError`` with argparse's message if invalid."""
+    import contextlib
+    import io
 
-    if args.resume:
-        out = resume_run(Path(args.runs_dir or "runs") / args.run, progress=not args.quiet)
-    else:
-        if args.data is None:
-            raise ValueError("--data is required (unless --resume)")
-        out = train(_train_config(args), overwrite=args.overwrite, progress=not args.quiet)
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            args = build_parser().parse_args(["train", *argv])
+    except SystemExit:
+        lines = err.getvalue().strip().splitlines()
+        raise ValueError(lines[-1] if lines else f"invalid train arguments: {argv}") from None
+    if args.data is None:
+        raise ValueError("--data is required (unless --resume)")
+    return _train_config(args)
+
+
+STOPPED_EXIT = 130  # exit status of a training stopped by SIGTERM/SIGINT (resumable)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .training import TrainingStopped, resume_run, train
+    from .training.background import stop_on_signals
+
+    runs_dir = args.runs_dir or "runs"
+    with stop_on_signals():  # SIGTERM / Ctrl-C: the run is recorded as stopped and can be resumed
+        try:
+            if args.resume:
+                out = resume_run(Path(runs_dir) / args.run, progress=not args.quiet)
+            else:
+                if args.data is None:
+                    raise ValueError("--data is required (unless --resume)")
+                out = train(_train_config(args), overwrite=args.overwrite, progress=not args.quiet)
+        except TrainingStopped as stop:
+            print(f"{stop}; continue with: python -m sfrs_core train --run {args.run} --runs-dir {runs_dir} --resume",
+                  file=sys.stderr)
+            return STOPPED_EXIT
     _print_run_summary(out)
     return 0
 
@@ -202,28 +232,17 @@ def _cmd_index(args: argparse.Namespace) -> int:
 
 def _cmd_query(args: argparse.Namespace) -> int:
     from .data.exif_folder import read_gps
-    from .data.geo import latlon_to_utm
-    from .data.transforms import ImageTransform
     from .retrieval.bundle import IndexBundle
+    from .retrieval.localize import localize
     from .training.checkpoint import load_model
 
     bundle = IndexBundle.load(args.index)
     model, _ = load_model(args.checkpoint or bundle.meta["checkpoint"])
-    size = bundle.meta.get("image_size")
-    x = ImageTransform(tuple(size) if size else None, model.normalization)(args.image)
-    import torch
-
-    with torch.inference_mode():
-        desc = model(x.unsqueeze(0)).numpy()
-    matches = bundle.search(desc, args.k)[0]
-    gps = read_gps(args.image)
-    truth = None
-    if gps is not None:
-        e, n, _ = latlon_to_utm(gps[0], gps[1], bundle.zone)
-        truth = (float(e[0]), float(n[0]))
-    for m in matches:
-        err = f"  {((m.utm[0] - truth[0]) ** 2 + (m.utm[1] - truth[1]) ** 2) ** 0.5:8.1f} m from the photo's GPS" if truth else ""
-        print(f"{m.rank:>2}. sim {m.similarity:.3f}  lat {m.latlon[0]:.6f} lon {m.latlon[1]:.6f}  {m.path}{err}")
+    fix = read_gps(args.image)
+    result = localize(model, bundle, args.image, args.k, gps=fix[:2] if fix else None)
+    for m, err in zip(result.matches, result.errors_m):
+        where = f"  {err:8.1f} m from the photo's GPS" if err is not None else ""
+        print(f"{m.rank:>2}. sim {m.similarity:.3f}  lat {m.latlon[0]:.6f} lon {m.latlon[1]:.6f}  {m.path}{where}")
     return 0
 
 
@@ -339,6 +358,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default=None, choices=["vpr_folder", "pittsburgh", "tokyo247", "exif"])
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("prepare", help="cache database indexes and attention summaries of runs, for the app")
+    p.add_argument("--runs", nargs="+", help=f"folders holding run folders (default: {' '.join(DEFAULT_RUN_DIRS)})")
+    p.add_argument("--splits", nargs="+", default=["test"])
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_prepare)
     return parser
 
 

@@ -33,7 +33,7 @@ def test_overview_lists_runs_and_their_recall(app_env):
     expected = open_run(app_env / "tiny-sfrs").recall("test", 1)[1]
     assert float(sfrs_gen1["R@1"].iloc[0]) == pytest.approx(100 * expected, abs=0.05)
     assert len(at.metric) == 2
-    assert [b.label for b in at.get("download_button")] == ["⬇ PNG", "⬇ SVG", "⬇ PDF"]
+    assert [b.label for b in at.get("download_button")] == ["PNG", "SVG", "PDF"]
 
 
 def test_overview_without_runs_says_how_to_get_one(tmp_path, monkeypatch):

@@ -121,3 +121,35 @@ def _choices() -> Selection | None:
     baseline = _model_picker("Baseline", options, "SARE", "baseline")
     other = _model_picker("Compared with", options, "SFRS", "other")
     return Selection(data, split, baseline, other)
+
+
+@st.cache_data(show_spinner="Computing heatmaps…", max_entries=64)
+def pair_heatmaps(run_path: str, generation: int, split: str, query: int, method: str):
+    """A model's heatmaps (:class:`~sfrs_core.explain.heatmaps.PairHeatmaps`) for a query and its
+    own top-1 match: the query's map targets the match's descriptor and vice versa."""
+    from sfrs_core.explain.heatmaps import compare_heatmaps
+
+    run = _run(run_path)
+    place_split = dataset(run.data)[split]
+    match = int(results(run_path, split, generation).ids[query, 0])
+    pair = compare_heatmaps({"model": model(run_path, generation)}, place_split.queries.image_path(query),
+                            place_split.database.image_path(match), method, run.image_size())
+    return pair["model"]
+
+
+@st.cache_data(show_spinner=False)
+def soft_labels(run_path: str):
+    """The soft-label snapshots a run saved (one per generation that had a teacher)."""
+    return _run(run_path).soft_labels()
+
+
+@st.cache_data(show_spinner=False)
+def metrics(run_path: str, mtime: float):
+    """A run's metrics log (``mtime`` of the log as the cache key, so a live run refreshes)."""
+    return _run(run_path).metrics()
+
+
+def run_metrics(run: Run):
+    """:func:`metrics` of ``run``, re-read when its log changed."""
+    log = run.path / "metrics.jsonl"
+    return metrics(str(run.path), log.stat().st_mtime if log.is_file() else 0.0)

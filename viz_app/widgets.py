@@ -1,17 +1,62 @@
-"""Small reusable widgets."""
+"""Small reusable widgets: figure downloads and the query picker the pages share."""
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
+import numpy as np
 import streamlit as st
 from matplotlib.figure import Figure
 
-from sfrs_core.figures import figure_bytes
+from sfrs_core.explain.outcomes import query_outcomes
+from sfrs_core.figures import MIME_TYPES, figure_bytes
+from sfrs_core.retrieval.results import QueryResults
 
-_MIME = {"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf"}
+FigureSource = Figure | Callable[[], Figure]
 
 
-def figure_downloads(fig: Figure, stem: str, key: str) -> None:
-    """PNG, SVG and PDF download buttons for a matplotlib figure."""
-    cols = st.columns(3)
-    for col, fmt in zip(cols, ("png", "svg", "pdf")):
-        col.download_button(f"⬇ {fmt.upper()}", figure_bytes(fig, fmt), file_name=f"{stem}.{fmt}",
-                            mime=_MIME[fmt], key=f"{key}_{fmt}", use_container_width=True)
+def figure_downloads(fig: FigureSource, stem: str, key: str) -> None:
+    """PNG, SVG and PDF download buttons for a matplotlib figure.
+
+    ``fig`` may be a zero-argument function building the figure (e.g. the paper twin of a plotly
+    chart): nothing is drawn or encoded until a button is clicked, so the page paints at once.
+    """
+    def render(fmt: str) -> Callable[[], bytes]:
+        return lambda: figure_bytes(fig if isinstance(fig, Figure) else fig(), fmt)
+
+    for col, fmt in zip(st.columns(3), ("png", "svg", "pdf")):
+        col.download_button(f"{fmt.upper()}", render(fmt), file_name=f"{stem}.{fmt}", mime=MIME_TYPES[fmt],
+                            key=f"{key}_{fmt}", icon=":material/download:", on_click="ignore",
+                            width="stretch")
+
+
+def query_picker(conditions: Sequence[str] | None, a: QueryResults, b: QueryResults, names: tuple[str, str],
+                 key: str) -> int:
+    """Choose a query: from an outcome list (e.g. SFRS right and SARE wrong), by condition
+    (day/dusk/night), by id or at random. The choice is remembered across pages."""
+    groups = {"all queries": np.arange(a.ids.shape[0]), **query_outcomes(a, b, names)}
+    c1, c2 = st.columns(2)
+    group = c1.selectbox("Queries", list(groups), format_func=lambda g: f"{g} ({len(groups[g])})", key=f"{key}_group")
+    candidates = groups[group]
+    if conditions is not None:
+        times = sorted({c.split("+")[0] for c in conditions})
+        when = c2.multiselect("Condition", times, default=times, key=f"{key}_cond")
+        candidates = np.array([q for q in candidates if conditions[q].split("+")[0] in when], dtype=int)
+    if len(candidates) == 0:
+        st.warning("No query matches these filters.")
+        st.stop()
+    wkey = f"{key}_query"
+    if st.session_state.get(wkey) not in candidates:
+        remembered = st.session_state.get("query")
+        st.session_state[wkey] = remembered if remembered in candidates else int(candidates[0])
+    pick, rand = st.columns([4, 1], vertical_alignment="bottom")
+    pick.selectbox("Query id", candidates.tolist(), key=wkey)
+    if rand.button("Random query", key=f"{key}_random", width="stretch"):
+        st.session_state[wkey] = int(np.random.default_rng().choice(candidates))
+        st.rerun()
+    st.session_state["query"] = q = int(st.session_state[wkey])
+    return q
+
+
+def model_names(a_kind: str, b_kind: str) -> tuple[str, str]:
+    """Names of the two compared models in outcome lists ('SARE', 'SFRS'; generic when equal)."""
+    return (a_kind, b_kind) if a_kind != b_kind else ("baseline", "compared")

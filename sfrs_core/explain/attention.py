@@ -6,7 +6,7 @@ maximum falls on (or within ``tolerance_px`` of) a sign pixel.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -62,12 +62,14 @@ def summarise(shares: Sequence[dict[str, float]], hits: Sequence[bool | None]) -
 
 
 def attention_by_class(model, split, results, method: str = "decomp", queries: Sequence[int] | None = None,
-                       image_size: tuple[int, int] | None = None, progress: bool = False) -> dict:
+                       image_size: tuple[int, int] | None = None, progress: bool = False,
+                       on_progress: Callable[[int, int], None] | None = None) -> dict:
     """Mean class shares and sign pointing rate of ``model``'s heatmaps over a split's queries,
     with each class's mean share of the image area (``"area"``) as the chance level.
 
     Each query's heatmap targets its top-1 match under ``results`` (the model's own
     :class:`~sfrs_core.retrieval.results.QueryResults`); shares use the query's label map.
+    ``on_progress(done, total)`` is called after each query (e.g. to move a progress bar).
     """
     from tqdm import tqdm
 
@@ -77,7 +79,8 @@ def attention_by_class(model, split, results, method: str = "decomp", queries: S
         raise ValueError(f"split {split.name!r} has no semantic label maps (only SynthCity has them)")
     queries = range(len(split.queries)) if queries is None else queries
     shares, hits, areas = [], [], []
-    for q in tqdm(list(queries), desc=f"attention ({method})", disable=not progress, leave=False):
+    queries = list(queries)
+    for done, q in enumerate(tqdm(queries, desc=f"attention ({method})", disable=not progress, leave=False), 1):
         match = split.database.image_path(int(results.ids[q, 0]))
         target = describe(model, match, size=image_size)
         heat = compute_heatmap(model, split.queries.image_path(q), method, target, size=image_size).image
@@ -85,4 +88,6 @@ def attention_by_class(model, split, results, method: str = "decomp", queries: S
         shares.append(class_shares(heat, label))
         hits.append(pointing_hit(heat, label))
         areas.append(class_shares(np.ones(label.shape), label))
+        if on_progress is not None:
+            on_progress(done, len(queries))
     return {**summarise(shares, hits), "area": summarise(areas, [])["shares"]}

@@ -114,6 +114,14 @@ def recompute(models: list[NetVLADModel], temperatures: list[float], split: Plac
     return {"positives": positives, "similarities": sims, "teacher": teacher, "student": student}
 
 
+@torch.no_grad()
+def feature_size(model: NetVLADModel, image_hw: tuple[int, int]) -> tuple[int, int]:
+    """Height and width of the trunk's feature map for an ``image_hw`` input (what the regions split)."""
+    device = next(model.parameters()).device
+    h, w = model.features(torch.zeros(1, 3, *image_hw, device=device)).shape[-2:]
+    return int(h), int(w)
+
+
 def image_region_boxes(image_hw: tuple[int, int], feature_hw: tuple[int, int]) -> list[tuple[int, int, int, int]]:
     """The 9 regions as pixel boxes ``(x0, y0, x1, y1)`` of an image, in ``REGION_NAMES`` order.
 

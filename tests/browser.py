@@ -1,0 +1,132 @@
+"""Drive the real app in Debian's Chromium through Playwright: start ``streamlit run app.py`` on
+127.0.0.1, open pages, wait until Streamlit has rendered, collect error boxes, take screenshots.
+
+Used by ``tests/test_browser.py`` and, to refresh the README's screenshots from the shipped demo
+runs, by ``python -m tests.browser --out assets/screenshots`` (``make screenshots``).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = os.environ.get("SFRS_STUDIO_CHROMIUM", "/usr/bin/chromium")
+PAGES = {"overview": "", "retrieval": "retrieval", "heatmaps": "heatmaps", "soft_labels": "soft_labels",
+         "map": "map", "upload": "upload", "train": "train"}
+BUSY = "[data-testid=stStatusWidget], [data-testid=stSkeleton], [data-testid=stSpinner]"
+ERRORS = "[data-testid=stException], [data-testid=stAlertContentError]"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve_app(env: dict[str, str] | None = None, timeout_s: float = 120.0) -> Iterator[str]:
+    """``streamlit run app.py`` on a free port of 127.0.0.1; yields its base URL, stops it after."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
+           "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
+           "--server.fileWatcherType", "none"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + timeout_s
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"streamlit exited with {proc.returncode}:\n{proc.stdout.read()}")
+            with contextlib.suppress(OSError):
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            if time.time() > deadline:
+                raise TimeoutError(f"streamlit did not answer on {url} within {timeout_s:.0f} s")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(10)
+        if proc.poll() is None:
+            proc.kill()
+
+
+@dataclass
+class PageVisit:
+    name: str
+    seconds: float
+    errors: list[str] = field(default_factory=list)
+    screenshot: Path | None = None
+
+
+def wait_rendered(page, timeout_s: float = 120.0) -> None:
+    """Wait for the app shell, then until no running/skeleton/spinner indicator is left."""
+    page.wait_for_selector("[data-testid=stApp]", timeout=timeout_s * 1000)
+    page.wait_for_selector("[data-testid=stMain]", timeout=timeout_s * 1000)
+    deadline = time.time() + timeout_s
+    quiet_since = None
+    while time.time() < deadline:
+        if page.locator(BUSY).count() == 0:
+            quiet_since = quiet_since or time.time()
+            if time.time() - quiet_since > 1.0:  # stays quiet: the script run has finished
+                return
+        else:
+            quiet_since = None
+        page.wait_for_timeout(200)
+    raise TimeoutError(f"{page.url} still busy after {timeout_s:.0f} s")
+
+
+def visit_pages(url: str, names: list[str], out: Path | None = None, *, width: int = 1400,
+                timeout_s: float = 180.0) -> list[PageVisit]:
+    """Open each page in a fresh tab of Chromium; record time to render, error boxes, screenshot."""
+    from playwright.sync_api import sync_playwright
+
+    visits = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        try:
+            context = browser.new_context(viewport={"width": width, "height": 1000}, device_scale_factor=1)
+            for name in names:
+                page = context.new_page()
+                t0 = time.time()
+                page.goto(f"{url}/{PAGES[name]}")
+                wait_rendered(page, timeout_s)
+                visit = PageVisit(name, time.time() - t0)
+                visit.errors = [e.inner_text()[:500] for e in page.locator(ERRORS).all()]
+                if out is not None:
+                    out.mkdir(parents=True, exist_ok=True)
+                    visit.screenshot = out / f"{name}.png"
+                    page.screenshot(path=str(visit.screenshot), full_page=True)
+                visits.append(visit)
+                page.close()
+        finally:
+            browser.close()
+    return visits
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=ROOT / "assets" / "screenshots")
+    parser.add_argument("--pages", nargs="+", default=["retrieval", "heatmaps", "soft_labels", "map"])
+    args = parser.parse_args()
+    with serve_app() as url:
+        for v in visit_pages(url, args.pages, args.out):
+            print(f"{v.name:12s} {v.seconds:5.1f} s  {v.screenshot}" + (f"  ERRORS: {v.errors}" if v.errors else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
