@@ -1,8 +1,304 @@
-"""The compact training panel drawn at the bottom of every page's sidebar (being built)."""
+"""Training widgets: the compact panel at the bottom of every page's sidebar, and the monitor of the
+Train page (the runs of the training folder; the live view of one: progress bars, ETA, loss curves,
+recall per generation, stop / resume).
+
+Everything shown is read from the run folder on each (fragment) rerun — ``job.json``,
+``progress.json``, ``metrics.jsonl`` and the pid — never kept only in ``st.session_state``, so a
+reload or a second browser tab shows the same run. The process itself is
+:mod:`sfrs_core.training.background`'s; the page only watches it.
+"""
 from __future__ import annotations
 
+import json
+import time
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from sfrs_core.data import DatasetError
+from sfrs_core.figures import training_curves, training_curves_plotly
+from sfrs_core.training.background import (JobStatus, TrainingBusyError, job_status, list_jobs, resume_training,
+                                           running_job, start_training, stop_training)
+from sfrs_core.training.metrics_log import read_metrics
+from sfrs_core.training.trainer import RunExistsError
+from viz_app.jobs import TrainOptions, canonical_data, dataset_options, dataset_problem, free_run_name, training_dir
 from viz_app.state import Selection
+from viz_app.widgets import figure_downloads
+
+REFRESH_S = 2.0  # seconds between two looks at a live run
+FORCE_AFTER_S = 15.0  # offer "Force stop" when a stop has not finished after this long
+
+_STATE_TEXT = {
+    "starting": "starting the process", "running": "training", "stopping": "stopping",
+    "finished": "finished", "stopped": "stopped (resumable)", "failed": "failed",
+    "interrupted": "interrupted: the process ended without finishing (resumable)",
+}
+
+
+def duration(seconds: float | None) -> str:
+    """``3725`` -> ``'1 h 02 min'``; ``185`` -> ``'3 min 05 s'``; None -> ``'-'``."""
+    if seconds is None:
+        return "-"
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"{s // 3600} h {s % 3600 // 60:02d} min"
+    if s >= 60:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s} s"
+
+
+def state_text(s: JobStatus) -> str:
+    """One line: the state in words (and 'preparing' while the trainer sets up)."""
+    if s.state == "running" and s.preparing:
+        return "preparing (dataset, frozen features, k-means)"
+    return _STATE_TEXT.get(s.state, s.state)
+
+
+def position(progress: dict) -> dict[str, tuple[float, str]]:
+    """Fractions and labels of the generation / epoch / iteration bars from ``progress.json``."""
+    total = int(progress.get("total_iterations") or 0)
+    gens, epochs = int(progress.get("generations") or 1), int(progress.get("epochs") or 1)
+    it = min(int(progress.get("iteration") or 0), total)
+    if not total:
+        return {}
+    per_gen = total / gens
+    per_epoch = per_gen / epochs
+    g = min(int(it // per_gen), gens - 1)
+    e = min(int((it - g * per_gen) // per_epoch), epochs - 1)
+    in_epoch = it - g * per_gen - e * per_epoch
+    return {
+        "generation": (it / total, f"generation {g + 1} of {gens} · {round(100 * it / total)} % of the run"),
+        "epoch": ((it - g * per_gen) / per_gen, f"epoch {e + 1} of {epochs}"),
+        "iteration": (in_epoch / per_epoch, f"iteration {round(in_epoch)} of {round(per_epoch)} in this epoch "
+                                              f"({it} of {total} in all)"),
+    }
+
+
+def _clamp(x: float) -> float:
+    return max(0.0, min(1.0, x))
+
+
+def progress_bars(s: JobStatus, compact: bool = False) -> None:
+    """The run's progress: one overall bar (``compact``) or generation / epoch / iteration bars."""
+    p = s.progress
+    eta = f" · ETA {duration(p.get('eta_s'))}" if s.state == "running" and p.get("eta_s") is not None else ""
+    bars = position(p)
+    if not bars:
+        st.progress(1.0 if s.state == "finished" else 0.0, text=state_text(s))
+        return
+    if compact:
+        st.progress(_clamp(s.fraction), text=f"{bars['generation'][1]}{eta}")
+        return
+    for name in ("generation", "epoch", "iteration"):
+        frac, label = bars[name]
+        st.progress(_clamp(1.0 if s.state == "finished" else frac), text=label)
+
+
+def _stop_button(s: JobStatus, key: str) -> None:
+    if s.state != "stopping":
+        if st.button("Stop", key=f"{key}_stop", help="Stop now; the run can be resumed from its last checkpoint"):
+            stop_training(s.path)
+            st.rerun()
+        return
+    if time.time() - (s.stop_requested or time.time()) > FORCE_AFTER_S:
+        if st.button("Force stop", key=f"{key}_kill", help="Kill the process (SIGKILL); it resumes from its last checkpoint"):
+            stop_training(s.path, force=True)
+            st.rerun()
+
+
+def controls(s: JobStatus, key: str) -> None:
+    """Stop (while alive) or Resume (when stopped / interrupted / failed) for one run."""
+    if s.alive:
+        _stop_button(s, key)
+    elif s.resumable:
+        if st.button("Resume", key=f"{key}_resume", help="Continue from the last checkpoint (latest.pt)"):
+            try:
+                resume_training(s.path)
+            except (TrainingBusyError, ValueError, FileNotFoundError) as err:
+                st.error(str(err))
+                return
+            st.rerun()
+
+
+def problems(s: JobStatus) -> None:
+    """The error (and the end of ``train.log``) of a failed run; a note for an interrupted one."""
+    if s.state == "failed":
+        st.error(f"Training failed: {s.error or 'see the log below'}")
+        tail = s.log_tail(25)
+        if tail:
+            st.code(tail, language=None)
+    elif s.state == "interrupted":
+        st.warning("The training process ended without finishing (killed, or the machine restarted). "
+                   "Resume continues from the last checkpoint.")
+
+
+def _rerun_when_done(s: JobStatus, key: str) -> None:
+    """After a watched run stops being alive, rerun the whole app once: every page's run list
+    (and the sidebar) picks up the new generations."""
+    flag = f"{key}_alive_{s.path}"
+    was_alive = st.session_state.get(flag, False)
+    st.session_state[flag] = s.alive
+    if was_alive and not s.alive:
+        st.rerun()
+
+
+# ---------------------------------------------------------------------------- the sidebar panel
+
+
+def _sidebar_live(run_dir: Path) -> None:
+    s = job_status(run_dir)
+    _rerun_when_done(s, "tp")
+    st.markdown(f"**{s.name}** — {state_text(s)}")
+    progress_bars(s, compact=True)
+    controls(s, "tp")
+
+
+def _sidebar_dataset(selection: Selection | None) -> str:
+    if selection is not None:
+        st.caption(f"Dataset: `{selection.data}` (the one chosen above)")
+        return selection.data
+    options = dataset_options()
+    if options:
+        return st.selectbox("Dataset", options, key="tp_data")
+    return st.text_input("Dataset path", key="tp_data_path", placeholder="data/synthcity",
+                         help="Render SynthCity with `make demo-data`, or give a dataset folder / .mat file")
+
+
+def _sidebar_start(selection: Selection | None) -> None:
+    with st.expander("Train a model"):
+        preset = st.selectbox("Preset", ("tiny", "demo"), key="tp_preset",
+                              help="tiny: a quick check (about a minute on SynthCity tiny); demo: the shipped "
+                                   "demo models' set-up (about 30 min on 2 CPU cores)")
+        kind = st.radio("Loss", ("SFRS", "SARE"), horizontal=True, key="tp_kind",
+                        help="SFRS: generations of self-supervised region similarities; SARE: the baseline "
+                             "(one generation)")
+        data = _sidebar_dataset(selection)
+        default = free_run_name(f"{preset}-{kind.lower()}")
+        name = st.text_input("Run name", key="tp_name", placeholder=default).strip() or default
+        if st.button("Start training", key="tp_start", type="primary"):
+            opts = TrainOptions(canonical_data(data), preset, loss="sare_ind", generations=1 if kind == "SARE" else None)
+            if start_job(name, opts):
+                st.rerun()
+        st.caption("All options: the Train page.")
+
+
+def start_job(name: str, opts: TrainOptions) -> bool:
+    """Validate and start a run in the training folder; errors are shown where this is called."""
+    problem = dataset_problem(opts.data)
+    if problem:
+        st.error(problem)
+        return False
+    try:
+        start_training(training_dir(), name, opts.args())
+    except TrainingBusyError as err:
+        st.error(f"Not started: {err}.")
+        return False
+    except (RunExistsError, DatasetError, ValueError, OSError) as err:
+        st.error(f"Not started: {err}")
+        return False
+    st.session_state["tr_watch"] = name
+    return True
 
 
 def training_panel(selection: Selection | None) -> None:
-    """Start a run from the current choices, watch its progress, stop it."""
+    """The sidebar's training panel: the running job (progress, ETA, Stop), else a small form that
+    starts a run from the sidebar's dataset (works with no run yet, to train the first one)."""
+    with st.sidebar:
+        st.divider()
+        st.markdown("**Training**")
+        busy = running_job(training_dir())
+        if busy is not None:
+            st.fragment(_sidebar_live, run_every=REFRESH_S)(busy.path)
+        else:
+            _sidebar_start(selection)
+
+
+# ---------------------------------------------------------------------------- the Train page's monitor
+
+
+def _config(run_dir: Path) -> dict:
+    try:
+        return json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _describe(cfg: dict) -> str:
+    if not cfg:
+        return "configuration not written yet"
+    model = cfg.get("model", {})
+    temps = ", ".join(f"{t:g}" for t in cfg.get("temperatures", []))
+    return (f"`{cfg.get('data')}` · {model.get('trunk')} K={model.get('num_clusters')} · {cfg.get('loss')} · "
+            f"{cfg.get('generations')} generation(s) × {cfg.get('epochs')} epoch(s) · λ {cfg.get('lambda_soft')} · "
+            f"temperatures {temps}")
+
+
+def recall_table(metrics: list[dict]) -> pd.DataFrame:
+    """Final recall@N (%) of each finished generation, per split, from the metrics log."""
+    rows = [{"generation": r["generation"], "split": r["split"],
+             **{f"R@{n}": round(100 * r[f"recall@{n}"], 1) for n in (1, 5, 10, 20) if f"recall@{n}" in r}}
+            for r in metrics if r.get("event") == "eval" and r.get("final")]
+    return pd.DataFrame(rows)
+
+
+def runs_table(jobs: list[JobStatus]) -> pd.DataFrame:
+    """One row per run of the training folder: state, progress, configuration, last activity."""
+    rows = []
+    for j in jobs:
+        cfg = _config(j.path)
+        gens = sorted(int(p.stem[3:]) for p in j.path.glob("gen*.pt") if p.stem[3:].isdigit())
+        updated = j.progress.get("updated") or j.started
+        rows.append({"run": j.name, "state": j.state, "progress %": round(100 * j.fraction),
+                     "generations done": f"{len(gens)} / {cfg.get('generations', '?')}",
+                     "loss": cfg.get("loss"), "trunk": cfg.get("model", {}).get("trunk"), "dataset": cfg.get("data"),
+                     "updated": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(updated)) if updated else ""})
+    return pd.DataFrame(rows)
+
+
+def live_view(s: JobStatus) -> None:
+    """One run: state, elapsed time and ETA, progress bars, stop / resume, problems, curves, recall."""
+    st.subheader(s.name)
+    st.caption(_describe(_config(s.path)))
+    p = s.progress
+    elapsed = time.time() - s.started if s.alive and s.started else p.get("elapsed_s")
+    c1, c2, c3 = st.columns([2, 1, 1])
+    c1.markdown(f"**State:** {state_text(s)}")
+    c2.markdown(f"**Elapsed:** {duration(elapsed)}")
+    c3.markdown(f"**ETA:** {duration(p.get('eta_s')) if s.state == 'running' else '-'}")
+    progress_bars(s)
+    controls(s, "tr")
+    problems(s)
+    metrics = read_metrics(s.path / "metrics.jsonl")
+    if any(r.get("event") == "step" for r in metrics):
+        st.plotly_chart(training_curves_plotly(metrics), width="stretch")
+        if not s.alive:
+            figure_downloads(training_curves(metrics, title=s.name), f"{s.name}_training_curves", key=f"tr_fig_{s.name}")
+    recall = recall_table(metrics)
+    if len(recall):
+        st.markdown("**Recall (%) of each finished generation** (25 m)")
+        st.dataframe(recall, hide_index=True)
+
+
+def _monitor(folder: Path) -> None:
+    jobs = list_jobs(folder)
+    if not jobs:
+        st.info(f"No run in `{folder}` yet: start one above.")
+        return
+    by_name = {j.name: j for j in jobs}
+    if st.session_state.get("tr_watch") not in by_name:
+        busy = next((j for j in jobs if j.alive), None)
+        st.session_state["tr_watch"] = busy.name if busy else jobs[0].name
+    watch = st.selectbox("Run", list(by_name), key="tr_watch", format_func=lambda n: f"{n} ({by_name[n].state})")
+    s = by_name[watch]
+    _rerun_when_done(s, "tr")
+    live_view(s)
+    st.markdown(f"**Runs in `{folder}`**")
+    st.dataframe(runs_table(jobs), hide_index=True, width="stretch")
+
+
+def training_monitor(folder: Path) -> None:
+    """The runs of ``folder`` and the live view of one (the running one by default); refreshes
+    itself every :data:`REFRESH_S` seconds while a run is alive, without rerunning the page."""
+    alive = running_job(folder) is not None
+    st.fragment(_monitor, run_every=REFRESH_S if alive else None)(folder)

@@ -222,12 +222,17 @@ class Trainer:
         """Train every generation (or what is left of them); returns the run folder."""
         self._open_run_dir()
         try:
-            self._prepare()
             pos = _Position()
             latest = self.run_dir / "latest.pt"
             state = load_checkpoint(latest) if self.resume and latest.is_file() else None
             if state is not None:
                 pos = _Position(state["generation"], state["epoch"], state["chunk"], state["iteration"])
+            # From here progress.json names this process: a watcher (the app) follows its pid while the
+            # set-up (dataset, frozen features, k-means) runs; total_iterations 0 means "preparing".
+            self._pos = pos
+            self._progress("running", pos)
+            self._prepare()
+            if state is not None:
                 truncate_metrics(self.run_dir / "metrics.jsonl", pos.iteration)
             elif self.resume:
                 truncate_metrics(self.run_dir / "metrics.jsonl", 0)
@@ -236,6 +241,7 @@ class Trainer:
             self._process_t0, self._start_iteration = time.time(), pos.iteration
             self._total = self._iterations_per_epoch() * self.cfg.epochs * self.cfg.generations
             self._bar = tqdm(total=self._total, initial=pos.iteration, desc=self.cfg.run, unit="it", disable=not self.progress)
+            self._progress("running", pos)  # set up: the total is known
             for g in range(pos.generation, self.cfg.generations):
                 # A generation-boundary checkpoint holds no student: the generation starts afresh.
                 mid_generation = state is not None and state["generation"] == g and "student" in state
@@ -265,6 +271,7 @@ class Trainer:
         done = max(pos.iteration - getattr(self, "_start_iteration", 0), 0)
         spent = now - getattr(self, "_process_t0", now)
         eta = spent / done * (total - pos.iteration) if done and status == "running" else None
+        self._progress_written = now
         atomic_write_json(self.run_dir / "progress.json", {
             "status": status, "pid": os.getpid(), "generation": pos.generation, "generations": self.cfg.generations,
             "epoch": pos.epoch, "epochs": self.cfg.epochs, "iteration": pos.iteration, "total_iterations": total,
@@ -324,7 +331,7 @@ class Trainer:
                     self.metrics.write(record)
                     self._bar.update()
                     self._bar.set_postfix(gen=g, epoch=epoch, loss=f"{record['loss']:.3f}")
-                    if pos.iteration % 10 == 0:
+                    if pos.iteration % 10 == 0 or time.time() - self._progress_written >= 5:
                         self._progress("running", pos)
                 if c + 1 < len(chunks):
                     self._save_latest(_Position(g, epoch, c + 1, pos.iteration), student, opt, sched)

@@ -1,0 +1,325 @@
+"""Training in a background process: start, watch, stop and resume runs from another process.
+
+A *job* is ``python -m sfrs_core train ...`` started in its own session, so it outlives the
+process that started it (a Streamlit server, a notebook), with its output in ``<run>/train.log``.
+``<run>/job.json`` records its pid, command and start time. The state of a run is read from files
+only — ``job.json``, the trainer's ``progress.json`` and whether the pid is alive — so a watcher
+that restarts (a page reload, a new server) sees exactly what it saw before.
+
+States (:data:`STATES`):
+
+* ``starting``: the process is alive and has not reported yet (Python and torch importing);
+* ``running``: the trainer reports progress (``total_iterations`` 0 while it prepares: dataset,
+  frozen features, k-means); ``stopping``: running, and a stop was asked for;
+* ``finished``; ``stopped`` (on request; resumable); ``failed`` (the error is in
+  ``progress.json`` or at the end of ``train.log``; resumable once the cause is fixed);
+* ``interrupted``: the trainer said "running" but its process is gone (killed, machine
+  restarted); resumable from ``latest.pt`` like a stopped run.
+
+A stop is SIGTERM: :func:`stop_on_signals` (installed by the ``train`` command) turns it into
+:class:`~sfrs_core.training.TrainingStopped`, which the trainer records as ``stopped``; the
+checkpoint ``latest.pt`` (written atomically at every re-extraction) is where a resume continues.
+``force`` sends SIGKILL instead (the run ends ``interrupted``, equally resumable).
+
+One job at a time per training folder: :func:`start_training` refuses (:class:`TrainingBusyError`,
+naming the run) while any run in the folder is alive; the trainer's own lock refuses a second
+process on the same run.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..io import atomic_write_json
+
+JOB_FILE = "job.json"
+LOG_FILE = "train.log"
+PROGRESS_FILE = "progress.json"
+STATES = ("starting", "running", "stopping", "finished", "stopped", "failed", "interrupted")
+ALIVE_STATES = ("starting", "running", "stopping")
+_START_LOCK = ".start.lock"
+_CHILDREN: dict[int, subprocess.Popen] = {}  # processes this interpreter started (polled, so never zombies)
+
+
+class TrainingBusyError(RuntimeError):
+    """A run in the training folder is being trained; the message names it."""
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """What is known of one run folder's training, read from its files."""
+
+    path: Path
+    state: str
+    pid: int | None = None
+    progress: dict[str, Any] = field(default_factory=dict)
+    started: float | None = None
+    error: str | None = None
+    stop_requested: float | None = None  # when a stop was asked for (epoch seconds)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def alive(self) -> bool:
+        """A process is training this run."""
+        return self.state in ALIVE_STATES
+
+    @property
+    def preparing(self) -> bool:
+        """Alive but not yet iterating (imports, dataset, frozen features, k-means)."""
+        return self.alive and not self.progress.get("total_iterations")
+
+    @property
+    def resumable(self) -> bool:
+        """Not alive, not finished, and the run folder has its config (the trainer got that far)."""
+        return self.state in ("stopped", "failed", "interrupted") and (self.path / "config.json").is_file()
+
+    @property
+    def fraction(self) -> float:
+        """Overall progress in [0, 1] (iterations done / all iterations)."""
+        if self.state == "finished":
+            return 1.0
+        total = self.progress.get("total_iterations") or 0
+        return min(self.progress.get("iteration", 0) / total, 1.0) if total else 0.0
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last ``lines`` lines of ``train.log`` ('' when there is none)."""
+        return log_tail(self.path, lines)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):  # missing, or being replaced
+        return {}
+
+
+def _proc_state(pid: int) -> tuple[str, float] | None:
+    """(state letter, start time in epoch seconds) from ``/proc`` (None where there is no /proc)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+    except (OSError, StopIteration, ValueError):
+        return None
+    fields_ = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": field 3 is [0], field 22 is [19]
+    return fields_[0], boot + int(fields_[19]) / os.sysconf("SC_CLK_TCK")
+
+
+def pid_alive(pid: int | None, started_before: float | None = None) -> bool:
+    """Whether process ``pid`` runs (a zombie does not). With ``started_before`` (epoch seconds,
+    when the process is known to have existed already), a process started later is a reused pid,
+    not ours: it counts as dead."""
+    if not pid or pid <= 0:
+        return False
+    child = _CHILDREN.get(pid)
+    if child is not None:
+        if child.poll() is None:
+            return True
+        del _CHILDREN[pid]
+        return False
+    try:  # our child started before a module reload: reap it if it has ended
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == 0
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        pass
+    info = _proc_state(pid)
+    if info is None:
+        return True
+    state, start = info
+    if state in ("Z", "X"):
+        return False
+    return started_before is None or start <= started_before + 2.0  # btime has 1 s resolution
+
+
+def job_status(run_dir: str | os.PathLike) -> JobStatus:
+    """The state of the run in ``run_dir`` (see the module docstring)."""
+    run_dir = Path(run_dir)
+    job = _read_json(run_dir / JOB_FILE)
+    prog = _read_json(run_dir / PROGRESS_FILE)
+    started = job.get("started")
+    stop_asked = job.get("stop_requested")
+    # progress.json belongs to the current job unless it predates it (a resumed run's old report)
+    if prog and (started is None or prog.get("updated", 0) >= started):
+        pid, state, error = prog.get("pid"), prog.get("status", "failed"), prog.get("error")
+        if state == "running":
+            if pid_alive(pid, prog.get("updated")):
+                state = "stopping" if stop_asked and job.get("pid") == pid else "running"
+            else:
+                state = "interrupted"
+        return JobStatus(run_dir, state, pid, prog, started, error, stop_asked if job.get("pid") == pid else None)
+    if job:
+        pid = job.get("pid")
+        if pid_alive(pid, started):
+            return JobStatus(run_dir, "stopping" if stop_asked else "starting", pid, prog, started, None, stop_asked)
+        if stop_asked:
+            return JobStatus(run_dir, "stopped", pid, prog, started, None, stop_asked)
+        return JobStatus(run_dir, "failed", pid, prog, started,
+                         "the training process ended before training began; see the end of train.log")
+    # trained elsewhere and never reported (e.g. an exported run)
+    config = _read_json(run_dir / "config.json")
+    done = (run_dir / f"gen{config.get('generations', 1) - 1}.pt").is_file()
+    return JobStatus(run_dir, "finished" if done else "interrupted")
+
+
+def list_jobs(training_dir: str | os.PathLike) -> list[JobStatus]:
+    """Every run folder of ``training_dir`` (with a config or a job record), latest activity first."""
+    base = Path(training_dir)
+    if not base.is_dir():
+        return []
+    found = [job_status(p) for p in base.iterdir()
+             if p.is_dir() and ((p / "config.json").is_file() or (p / JOB_FILE).is_file())]
+
+    def last_activity(s: JobStatus) -> float:
+        return max(s.progress.get("updated", 0.0), s.started or 0.0)
+
+    return sorted(found, key=lambda s: (-last_activity(s), s.name))
+
+
+def running_job(training_dir: str | os.PathLike) -> JobStatus | None:
+    """The run being trained in ``training_dir``, if any."""
+    return next((s for s in list_jobs(training_dir) if s.alive), None)
+
+
+def log_tail(run_dir: str | os.PathLike, lines: int = 20) -> str:
+    """The last ``lines`` lines of a run's ``train.log``."""
+    try:
+        text = (Path(run_dir) / LOG_FILE).read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+@contextlib.contextmanager
+def _start_lock(training_dir: Path) -> Iterator[None]:
+    """Serialise starts in one training folder (the busy check and the launch are one step)."""
+    with open(training_dir / _START_LOCK, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    root = str(Path(__file__).resolve().parents[2])  # so `-m sfrs_core` imports from any working dir
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def start_training(training_dir: str | os.PathLike, run: str, args: Sequence[str] = (), *,
+                   resume: bool = False) -> JobStatus:
+    """Start ``python -m sfrs_core train --run RUN --runs-dir TRAINING_DIR ARGS`` in the background.
+
+    ``args`` are further ``train`` flags (``--data``, ``--preset``, overrides); with ``resume``
+    the run continues from its ``latest.pt`` with its own config (``args`` are not used).
+    Raises :class:`TrainingBusyError` while any run of ``training_dir`` is alive,
+    :class:`~sfrs_core.training.RunExistsError` for a new run whose name is taken,
+    ``FileNotFoundError`` / ``ValueError`` for a resume of no run / of a finished run, and
+    ``ValueError`` for invalid flags (checked here with the command's own parser).
+    """
+    from ..cli import train_config_from_argv
+    from .trainer import RunExistsError
+
+    base = Path(training_dir)
+    run_dir = base / run
+    argv = ["train", "--run", run, "--runs-dir", str(base), "--quiet"]
+    if resume:
+        if not (run_dir / "config.json").is_file():
+            raise FileNotFoundError(f"{run_dir}: no run to resume (no config.json)")
+        if job_status(run_dir).state == "finished":
+            raise ValueError(f"{run!r} has finished; there is nothing to resume")
+        argv.append("--resume")
+    else:
+        if (run_dir / "config.json").is_file():
+            raise RunExistsError(f"a run named {run!r} already exists in {base}; choose another name (or resume it)")
+        train_config_from_argv([*argv[1:], *args])  # same parser and config as the command: fail here, not later
+        argv += list(args)
+    base.mkdir(parents=True, exist_ok=True)
+    with _start_lock(base):
+        busy = running_job(base)
+        if busy is not None:
+            raise TrainingBusyError(f"{busy.name!r} is being trained ({busy.state}) in {base}; one training at a "
+                                    f"time: stop it or wait for it to finish")
+        run_dir.mkdir(exist_ok=True)
+        started = time.time()
+        with open(run_dir / LOG_FILE, "a" if resume else "w") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "sfrs_core", *argv], stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True, env=_child_env())
+        _CHILDREN[proc.pid] = proc
+        atomic_write_json(run_dir / JOB_FILE, {"pid": proc.pid, "started": started, "argv": argv, "resume": resume})
+    return job_status(run_dir)
+
+
+def resume_training(run_dir: str | os.PathLike) -> JobStatus:
+    """Continue a stopped, interrupted or failed run in the background (see :func:`start_training`)."""
+    run_dir = Path(run_dir)
+    return start_training(run_dir.parent, run_dir.name, resume=True)
+
+
+def stop_training(run_dir: str | os.PathLike, *, force: bool = False) -> bool:
+    """Ask the run's process to stop (SIGTERM; SIGKILL with ``force``); False if none is alive."""
+    run_dir = Path(run_dir)
+    status = job_status(run_dir)
+    if not status.alive or status.pid is None:
+        return False
+    job = _read_json(run_dir / JOB_FILE)
+    if job.get("pid") == status.pid and not job.get("stop_requested"):
+        atomic_write_json(run_dir / JOB_FILE, {**job, "stop_requested": time.time()})
+    try:
+        os.kill(status.pid, signal.SIGKILL if force else signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def wait_for(run_dir: str | os.PathLike, states: Sequence[str], timeout: float, poll: float = 0.5) -> JobStatus:
+    """Poll until the run's state is one of ``states``; ``TimeoutError`` (with the log tail) after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = job_status(run_dir)
+        if status.state in states:
+            return status
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{run_dir}: still {status.state!r} after {timeout:.0f} s, waiting for "
+                               f"{'/'.join(states)}; train.log ends:\n{status.log_tail()}")
+        time.sleep(poll)
+
+
+@contextlib.contextmanager
+def stop_on_signals(signals: Sequence[int] = (signal.SIGTERM, signal.SIGINT)) -> Iterator[None]:
+    """Within the block, the first of ``signals`` raises :class:`~sfrs_core.training.TrainingStopped`
+    wherever the main thread is (the trainer records the run as stopped); later ones are ignored,
+    so the stop is recorded undisturbed. Main thread only."""
+    from .trainer import TrainingStopped
+
+    def handler(signum: int, frame: Any) -> None:
+        for s in signals:
+            signal.signal(s, signal.SIG_IGN)
+        raise TrainingStopped(f"stopped by {signal.Signals(signum).name}")
+
+    previous = {s: signal.signal(s, handler) for s in signals}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
