@@ -90,10 +90,7 @@ with right:
                 summary = attention_summary(
                     c.run, c.generation, sel.split, method,
                     on_progress=lambda done, total, lab=lab: bar.progress(done / total, text=f"{lab}: {done}/{total}"))
-                whole[lab] = summary["shares"]
-                whole["image area"] = summary["area"]
-            missing = []
-            bar.empty()
+            st.rerun()  # cached on disk now: redraw with the bars instead of the button
     if not missing:
         st.plotly_chart(attention_bars_plotly(whole, height=330), width="stretch", key="hm_bars_whole")
         figure_downloads(lambda: attention_bars(whole, title=f"{sel.split} split"), f"attention_{method}_{sel.split}",

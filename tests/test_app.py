@@ -56,3 +56,55 @@ def test_retrieval_page_shows_both_models_and_filters(app_env):
     assert conditions[q].startswith("night")
     offered = [int(o) for o in at.selectbox(key="ret_query").options]
     assert offered and all(conditions[o].startswith("night") for o in offered)
+
+
+def test_every_page_is_reachable_through_the_navigation(app_env):
+    at = _run("app.py")
+    assert at.title[0].value == "SFRS Studio"
+    for page in ("retrieval", "heatmaps", "soft_labels"):
+        at.switch_page(f"pages/{page}.py").run()
+        assert not at.exception, (page, [e.value for e in at.exception])
+
+
+def test_heatmaps_page_compares_both_models_for_each_method(app_env):
+    at = _run("pages/heatmaps.py")
+    assert at.radio(key="hm_method").options == ["Grad-CAM (similarity)", "Exact decomposition", "Activation"]
+    assert len(at.get("image")) == 1  # the comparison figure
+    for method in ("decomp", "activation"):
+        at.radio(key="hm_method").set_value(method).run()
+        assert not at.exception, [e.value for e in at.exception]
+    at.selectbox(key="hm_cmap").set_value("viridis").run()
+    at.slider(key="hm_opacity").set_value(0.8).run()
+    assert not at.exception
+    # the whole-split bars: computed on demand (activation is not prepared), then cached on disk
+    from sfrs_core.prepare import cached_attention
+
+    run = open_run(app_env / "tiny-sfrs")
+    compute = [b for b in at.button if b.key == "hm_whole"]
+    if compute:
+        compute[0].click().run()
+        assert not at.exception, [e.value for e in at.exception]
+    summary = cached_attention(run, run.last_generation, "test", "activation")
+    assert summary is not None and sum(summary["shares"].values()) == pytest.approx(1.0)
+    assert not [b for b in at.button if b.key == "hm_whole"]
+    assert len(at.get("plotly_chart")) == 2  # this query and the whole split
+
+
+def test_soft_labels_page_shows_snapshots_entropy_and_training_curves(app_env):
+    import numpy as np
+
+    from sfrs_core.explain.soft_labels import load_snapshots
+
+    at = _run("pages/soft_labels.py")
+    snaps = load_snapshots(app_env / "tiny-sfrs")
+    assert len(at.selectbox(key="sl_query").options) == len(snaps[0].queries)
+    assert at.select_slider(key="sl_gen").value == snaps[-1].generation
+    d = snaps[-1].distributions[0].ravel()
+    expected = -(d * np.log(d)).sum()  # entropy of query 0's soft labels, by hand
+    assert any(f"entropy {expected:.2f} nats" in m.value for m in at.markdown)
+    at.select_slider(key="sl_gen").set_value(snaps[0].generation).run()
+    assert not at.exception
+    finals = at.dataframe[0].value
+    test_last = finals[(finals["split"] == "test") & (finals["generation"] == 1)]
+    assert float(test_last["R@1".replace("R@", "recall@")].iloc[0]) == pytest.approx(
+        100 * open_run(app_env / "tiny-sfrs").recall("test", 1)[1], abs=0.05)
