@@ -87,7 +87,7 @@ with right:
         if st.button(f"Compute for {todo} (about {0.2 * len(split.queries) * len(missing):.0f} s)", key="hm_whole"):
             bar = st.progress(0.0)
             for lab, c in missing:
-                summary = attention_summary(
+                attention_summary(
                     c.run, c.generation, sel.split, method,
                     on_progress=lambda done, total, lab=lab: bar.progress(done / total, text=f"{lab}: {done}/{total}"))
             st.rerun()  # cached on disk now: redraw with the bars instead of the button

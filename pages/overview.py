@@ -4,6 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from sfrs_core.explain.figure_set import figure_set_zip
 from sfrs_core.figures import recall_curves, recall_curves_plotly
 from viz_app.state import sidebar
 from viz_app.widgets import figure_downloads
@@ -34,3 +35,19 @@ with right:
     for label, value in best.items():
         st.metric(f"R@1 — {label}", f"{value:.1f} %")
     figure_downloads(recall_curves(curves), "recall_curves", key="overview_recall")
+
+st.subheader("Export")
+st.caption("The paper figure set for the two chosen models (recall curves, retrieval and heatmap grids, "
+           "soft-label evolution, attention by class; PDF, SVG and PNG) as one zip; the same as "
+           "`python -m sfrs_core export-figures`.")
+chosen = (sel.baseline, sel.other)
+export_key = (sel.split, *[(str(c.run.path), c.generation) for c in chosen])
+if st.button("Export paper figures", key="export_go", icon=":material/folder_zip:"):
+    with st.spinner("Writing the figure set (about a minute on the demo models)…"):
+        data = figure_set_zip([str(c.run.path) for c in chosen], split=sel.split,
+                              generations=[c.generation for c in chosen], progress=False)
+    st.session_state["export_zip"] = (export_key, data)
+done = st.session_state.get("export_zip")
+if done and done[0] == export_key:
+    st.download_button(f"Download sfrs_figures.zip ({len(done[1]) / 1e6:.1f} MB)", done[1], file_name="sfrs_figures.zip",
+                       mime="application/zip", key="export_dl", icon=":material/download:", on_click="ignore")

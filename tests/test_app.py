@@ -108,3 +108,18 @@ def test_soft_labels_page_shows_snapshots_entropy_and_training_curves(app_env):
     test_last = finals[(finals["split"] == "test") & (finals["generation"] == 1)]
     assert float(test_last["R@1".replace("R@", "recall@")].iloc[0]) == pytest.approx(
         100 * open_run(app_env / "tiny-sfrs").recall("test", 1)[1], abs=0.05)
+
+
+def test_overview_exports_the_paper_figures_as_a_zip(app_env):
+    import io
+    import zipfile
+
+    at = _run("pages/overview.py")
+    at.button(key="export_go").click().run(timeout=300)
+    assert not at.exception, [e.value for e in at.exception]
+    kind, data = at.session_state["export_zip"]
+    names = set(zipfile.ZipFile(io.BytesIO(data)).namelist())
+    for stem in ("recall_curves", "retrieval_grid", "heatmaps_decomp", "soft_label_evolution", "attention_decomp"):
+        assert {f"{stem}.pdf", f"{stem}.svg", f"{stem}.png"} <= names, stem
+    assert "summary.json" in names
+    assert any(b.label.startswith("Download sfrs_figures.zip") for b in at.get("download_button"))

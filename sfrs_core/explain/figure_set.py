@@ -19,28 +19,34 @@ from .overlay import overlay
 from .soft_labels import entropy
 
 
-def _label(run: Run) -> str:
-    return f"{run.kind} ({run.name})" if run.name.lower() not in ("sare", "sfrs") else run.kind
+def _label(run: Run, generation: int | None = None) -> str:
+    name = f"{run.kind} ({run.name})" if run.name.lower() not in ("sare", "sfrs") else run.kind
+    return name if generation is None or generation == run.last_generation else f"{name} gen {generation}"
 
 
 def export_figure_set(run_paths: list[str], out: str | Path, *, split: str = "test", method: str = "decomp",
                       n_queries: int = 3, top_k: int = 5, attention_queries: int | None = None,
-                      formats: tuple[str, ...] = ("pdf", "svg", "png"), dpi: int = 200, progress: bool = True) -> list[Path]:
+                      formats: tuple[str, ...] = ("pdf", "svg", "png"), dpi: int = 200, progress: bool = True,
+                      generations: list[int | None] | None = None) -> list[Path]:
     """Write recall curves, retrieval and heatmap grids, soft-label evolution and attention bars
-    for the given runs (the first is the baseline, the last the SFRS run) to ``out``."""
+    for the given runs (the first is the baseline, the last the SFRS run) to ``out``.
+
+    ``generations[i]`` picks the generation of run i (None or absent: its last); the recall curves
+    also show every other generation of multi-generation runs."""
     t0 = time.time()
     out = Path(out)
     runs = [open_run(p) for p in run_paths]
-    labels = [_label(r) for r in runs]
+    gens = [g if g is not None else r.last_generation for r, g in zip(runs, generations or [None] * len(runs))]
+    labels = [_label(r, g) for r, g in zip(runs, gens)]
     ds = load_dataset(runs[-1].data)
     sp = ds[split]
-    results = [r.results(split) for r in runs]
+    results = [r.results(split, g) for r, g in zip(runs, gens)]
     written: list[Path] = []
 
-    curves = {lab: r.recall(split) for lab, r in zip(labels, runs)}
-    for r in runs:
+    curves = {lab: r.recall(split, g) for lab, r, g in zip(labels, runs, gens)}
+    for r, g in zip(runs, gens):
         if len(r.generations) > 1:
-            curves.update({f"{r.kind} gen {g}": r.recall(split, g) for g in r.generations[:-1]})
+            curves.update({f"{r.kind} gen {x}": r.recall(split, x) for x in r.generations if x != g})
     written += save_figure(recall_curves(curves, title=f"Recall@N, {ds.name} {split}"), out / "recall_curves", formats, dpi)
 
     queries = showcase_queries(results[0], results[-1], n_queries)
@@ -61,8 +67,8 @@ def export_figure_set(run_paths: list[str], out: str | Path, *, split: str = "te
     size = runs[-1].image_size()
     for q, qpath in zip(queries, q_imgs):
         row_matches, row_correct = [], []
-        for lab, run, res in zip(labels, runs, results):
-            model = run.model()
+        for lab, run, g, res in zip(labels, runs, gens, results):
+            model = run.model(g)
             mpath = sp.database.image_path(int(res.ids[q, 0]))
             hm = compute_heatmap(model, qpath, method, describe(model, mpath, size=size), size=size)
             maps[lab].append(overlay(load_rgb(qpath, size), hm.image, signed=hm.signed))
@@ -86,12 +92,13 @@ def export_figure_set(run_paths: list[str], out: str | Path, *, split: str = "te
     table = {}
     if sp.queries.label_root is not None:
         qs = None if attention_queries is None else range(min(attention_queries, len(sp.queries)))
-        for lab, run, res in zip(labels, runs, results):
-            table[lab] = attention_by_class(run.model(), sp, res, method, qs, size, progress)
+        for lab, run, g, res in zip(labels, runs, gens, results):
+            table[lab] = attention_by_class(run.model(g), sp, res, method, qs, size, progress)
         written += save_figure(attention_bars({lab: t["shares"] for lab, t in table.items()},
                                               title=f"Heatmap mass by class ({method})"), out / f"attention_{method}", formats, dpi)
     summary = {
-        "runs": {lab: str(r.path) for lab, r in zip(labels, runs)}, "split": split, "method": method,
+        "runs": {lab: str(r.path) for lab, r in zip(labels, runs)}, "generations": dict(zip(labels, gens)),
+        "split": split, "method": method,
         "recall": {lab: {str(n): v for n, v in c.items()} for lab, c in curves.items()},
         "showcase_queries": queries, "attention": table,
         "soft_label_entropy": {f"gen{s.generation}": float(entropy(s.distributions).mean()) for s in snaps},
@@ -99,3 +106,18 @@ def export_figure_set(run_paths: list[str], out: str | Path, *, split: str = "te
     }
     written.append(atomic_write_json(out / "summary.json", summary))
     return written
+
+
+def figure_set_zip(run_paths: list[str], **kwargs) -> bytes:
+    """:func:`export_figure_set` written to a temporary folder and returned as the bytes of a zip."""
+    import io
+    import tempfile
+    import zipfile
+
+    buffer = io.BytesIO()
+    with tempfile.TemporaryDirectory(prefix="sfrs-figures-") as tmp:
+        written = export_figure_set(run_paths, tmp, **kwargs)
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+            for path in sorted(written):
+                zf.write(path, Path(path).relative_to(tmp).as_posix())
+    return buffer.getvalue()
