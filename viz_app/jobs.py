@@ -36,9 +36,13 @@ def preset_config(preset: str, data: str, run: str = "run") -> TrainConfig:
 
 
 def offline_weights(trunk: str) -> bool:
-    """Whether ImageNet weights for ``trunk`` load without a download (only MobileNetV2 ships them;
-    the others train from random weights unless already in torch's hub cache)."""
-    return trunk == "mobilenet_v2" and shipped_mobilenet_v2_file() is not None
+    """Whether ImageNet weights for ``trunk`` load without a download: MobileNetV2's ship with the
+    app; the others only when already in torch's hub cache (else the trunk starts from random weights)."""
+    if trunk == "mobilenet_v2" and shipped_mobilenet_v2_file() is not None:
+        return True
+    import torch
+
+    return any((Path(torch.hub.get_dir()) / "checkpoints").glob(f"{trunk}-*.pth"))
 
 
 def dataset_options() -> list[str]:

@@ -168,8 +168,8 @@ def _sidebar_dataset(selection: Selection | None) -> str:
 def _sidebar_start(selection: Selection | None) -> None:
     with st.expander("Train a model"):
         preset = st.selectbox("Preset", ("tiny", "demo"), key="tp_preset",
-                              help="tiny: a quick check (about a minute on SynthCity tiny); demo: the shipped "
-                                   "demo models' set-up (about 30 min on 2 CPU cores)")
+                              help="tiny: a quick check (minutes); demo: the shipped demo models' set-up (about "
+                                   "30 min on 2 CPU cores)")
         kind = st.radio("Loss", ("SFRS", "SARE"), horizontal=True, key="tp_kind",
                         help="SFRS: generations of self-supervised region similarities; SARE: the baseline "
                              "(one generation)")
