@@ -246,6 +246,14 @@ def _cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from .prepare import prepare
+
+    done = prepare(tuple(args.runs) if args.runs else DEFAULT_RUN_DIRS, tuple(args.splits), progress=not args.quiet)
+    print(f"prepared {len(done)} cached file(s) (database indexes and attention summaries)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m sfrs_core", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
