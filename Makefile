@@ -6,7 +6,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 DEMO_DATA := data/synthcity
 
-.PHONY: app test test-all install install-test demo-data demo-models bench clean
+CHROMIUM  := /usr/bin/chromium
+
+.PHONY: app prepare test test-all install install-test demo-data demo-models bench screenshots clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +24,12 @@ $(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
 	$(PY) -m pip install -r requirements-test.txt
 	touch $@
 
+# Debian's Chromium: the real-browser test drives it through Playwright, kaleido exports plotly with it.
+$(CHROMIUM):
+	@echo "Installing Debian's chromium (real-browser tests, plotly export)…"
+	$(if $(filter 0,$(shell id -u)),,sudo) apt-get update
+	$(if $(filter 0,$(shell id -u)),,sudo) DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium fonts-dejavu-core
+
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
@@ -35,19 +43,28 @@ demo-data: $(DEMO_DATA)/synthcity.json
 demo-models: $(VENV)/.installed $(DEMO_DATA)/synthcity.json
 	$(PY) -m sfrs_core demo --data $(DEMO_DATA) --out assets/demo
 
-app: $(VENV)/.installed $(DEMO_DATA)/synthcity.json
+# Database indexes and attention summaries of the shipped runs (once, a few minutes; then instant).
+prepare: $(VENV)/.installed $(DEMO_DATA)/synthcity.json
+	$(PY) -m sfrs_core prepare
+
+app: prepare
 	$(PY) -m streamlit run app.py
 
-test: $(VENV)/.installed-test
+test: $(VENV)/.installed-test $(CHROMIUM)
 	$(PY) -m pytest
 
-test-all: $(VENV)/.installed-test
+test-all: $(VENV)/.installed-test $(CHROMIUM)
 	$(PY) -m pytest -m ""
 
-bench: $(VENV)/.installed $(DEMO_DATA)/synthcity.json
+# Refresh the README's screenshots from the shipped demo runs.
+screenshots: prepare $(VENV)/.installed-test $(CHROMIUM)
+	$(PY) -m tests.browser --out assets/screenshots
+
+bench: prepare
 	$(PY) bench/synthcity.py
 	$(PY) bench/netvlad.py
 	$(PY) bench/train.py
+	$(PY) bench/app.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -23,7 +23,7 @@ run = sel.other.run
 st.caption(f"Run **{run.name}** ({run.kind}, the compared model in the sidebar). In generation g+1, SFRS trains "
            "on the soft labels of teacher g: a softmax over the similarities of the query to the 9 regions "
            "(whole image, 4 halves, 4 quarters) of each difficult positive, at temperature τ.")
-snaps = soft_labels(str(run.path))
+snaps = soft_labels(run)
 if not snaps:
     st.info(f"Run {run.name} saved no soft-label snapshots.")
 else:

@@ -7,6 +7,7 @@ recomputes it.
 from __future__ import annotations
 
 import os
+import zlib
 from dataclasses import dataclass
 
 import streamlit as st
@@ -77,17 +78,25 @@ class Selection:
     other: Choice
 
 
-def _default(options: list[Run], kind: str) -> int:
-    return next((i for i, r in enumerate(options) if r.kind == kind), 0)
+def _sticky_select(label: str, options: list, key: str, default: int = 0, **kwargs):
+    """A sidebar selectbox that keeps its choice (by value) when its options change, e.g. when a
+    new run appears; falls back to ``default`` when the old choice is gone."""
+    remembered = st.session_state.get(f"_{key}")
+    index = options.index(remembered) if remembered in options else default
+    widget_key = f"{key}_{zlib.crc32(repr(options).encode()):08x}"  # new options: a new widget
+    value = st.sidebar.selectbox(label, options, index=index, key=widget_key, **kwargs)
+    st.session_state[f"_{key}"] = value
+    return value
 
 
 def _model_picker(label: str, options: list[Run], kind: str, key: str) -> Choice:
-    names = [str(r.path) for r in options]
-    i = st.sidebar.selectbox(label, range(len(options)), index=_default(options, kind), key=f"{key}_run",
-                             format_func=lambda j: f"{options[j].kind} · {options[j].name}")
-    run = options[i]
+    by_path = {str(r.path): r for r in options}
+    default = next((i for i, r in enumerate(options) if r.kind == kind), 0)
+    path = _sticky_select(label, list(by_path), f"{key}_run", default,
+                          format_func=lambda p: f"{by_path[p].kind} · {by_path[p].name}")
+    run = by_path[path]
     gens = run.generations
-    g = st.sidebar.selectbox(f"{label}: generation", gens, index=len(gens) - 1, key=f"{key}_gen_{names[i]}")
+    g = _sticky_select(f"{label}: generation", gens, f"{key}_gen", len(gens) - 1)
     return Choice(run, g)
 
 
@@ -109,7 +118,7 @@ def _choices() -> Selection | None:
                 + ". Train one with `python -m sfrs_core train` or restore `assets/demo`.")
         return None
     datasets = sorted({r.data for r in all_runs})
-    data = st.sidebar.selectbox("Dataset", datasets, key="dataset")
+    data = _sticky_select("Dataset", datasets, "dataset")
     options = [r for r in all_runs if r.data == data]
     try:
         ds = dataset(data)
@@ -117,7 +126,7 @@ def _choices() -> Selection | None:
         st.error(f"The dataset of these runs cannot be read: {err}. For SynthCity, run `make demo-data`.")
         return None
     splits = [s for s in ("test", "val") if s in ds.splits]
-    split = st.sidebar.selectbox("Split", splits, key="split")
+    split = _sticky_select("Split", splits, "split")
     baseline = _model_picker("Baseline", options, "SARE", "baseline")
     other = _model_picker("Compared with", options, "SFRS", "other")
     return Selection(data, split, baseline, other)
@@ -138,9 +147,14 @@ def pair_heatmaps(run_path: str, generation: int, split: str, query: int, method
 
 
 @st.cache_data(show_spinner=False)
-def soft_labels(run_path: str):
-    """The soft-label snapshots a run saved (one per generation that had a teacher)."""
+def _soft_labels(run_path: str, stamp: tuple):
     return _run(run_path).soft_labels()
+
+
+def soft_labels(run: Run):
+    """The soft-label snapshots a run saved (one per generation), re-read when a new one appears."""
+    files = sorted((run.path / "soft_labels").glob("gen*.npz"))
+    return _soft_labels(str(run.path), tuple((f.name, f.stat().st_mtime) for f in files))
 
 
 @st.cache_data(show_spinner=False)

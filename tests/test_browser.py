@@ -1,0 +1,29 @@
+"""The real app in Debian's Chromium (Playwright): every page renders with no error box.
+
+Starts ``streamlit run app.py`` on 127.0.0.1 over the tiny test runs, opens each page, waits
+until Streamlit has finished rendering, and saves a screenshot per page under
+``test-artifacts/screenshots/`` (``make test`` installs chromium first).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.browser import CHROMIUM, PAGES, ROOT, serve_app, visit_pages
+
+SHOTS = ROOT / "test-artifacts" / "screenshots"
+
+
+def test_every_page_renders_in_chromium_without_an_error_box(tiny_runs):
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium (apt-get install chromium)")
+    from sfrs_core.prepare import prepare
+
+    prepare((str(tiny_runs),), progress=False)  # what `make app` does before serving
+    with serve_app({"SFRS_STUDIO_RUN_DIRS": str(tiny_runs)}) as url:
+        visits = visit_pages(url, list(PAGES), SHOTS)
+    assert [v.name for v in visits] == list(PAGES)
+    for v in visits:
+        assert not v.errors, (v.name, v.errors)
+        assert v.screenshot.stat().st_size > 10_000, v.name  # a real page, not a blank one
