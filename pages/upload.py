@@ -35,7 +35,7 @@ if upload is None:
 try:
     photo = read_photo(upload.getvalue(), upload.name)
 except PhotoError as err:
-    st.error(f"This photo cannot be used. {err}.")
+    st.error(f"This photo cannot be used. {err}")
     st.stop()
 for note in photo.notes:
     st.info(f"{photo.name}: {note}.")

@@ -32,9 +32,11 @@ import base64
 import html
 import io
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import folium
 import numpy as np
@@ -44,6 +46,12 @@ from PIL import Image
 
 from sfrs_core.data.images import open_rgb
 from sfrs_core.figures.style import CORRECT_RADIUS_M, QUERY_COLOR, correctness_color
+
+if TYPE_CHECKING:
+    from sfrs_core.retrieval.localize import Localization
+    from sfrs_core.retrieval.results import QueryResults
+
+ImageLike = str | os.PathLike | np.ndarray  # an image file, or an H×W×3 uint8 RGB array
 
 #: Leaflet as served by the app (``static/leaflet``), relative to streamlit-folium's component page.
 LEAFLET_JS = "../../app/static/leaflet/leaflet.js"
@@ -65,7 +73,7 @@ class Pin:
 
     rank: int
     latlon: tuple[float, float]
-    image: object
+    image: ImageLike
     similarity: float
     distance_m: float | None = None
     correct: bool | None = None
@@ -83,7 +91,7 @@ class PinSet:
     square: bool = False
 
 
-def thumbnail_uri(image, width: int = THUMB_WIDTH) -> str:
+def thumbnail_uri(image: ImageLike, width: int = THUMB_WIDTH) -> str:
     """A small JPEG ``data:`` URI of an image file path or ``H×W×3`` uint8 array, ``width`` px wide."""
     if isinstance(image, np.ndarray):
         return _thumbnail(Image.fromarray(image), width)
@@ -102,7 +110,8 @@ def _thumbnail(img: Image.Image, width: int) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def pins_from_results(results, query: int, k: int, database_latlon: np.ndarray, image_path) -> list[Pin]:
+def pins_from_results(results: QueryResults, query: int, k: int, database_latlon: np.ndarray,
+                      image_path: Callable[[int], ImageLike]) -> list[Pin]:
     """The top-``k`` pins of ``query`` from per-query results (:class:`~sfrs_core.retrieval.QueryResults`);
     ``image_path(i)`` gives database image i's file."""
     return [Pin(j + 1, tuple(map(float, database_latlon[i])), image_path(int(i)), float(results.similarities[query, j]),
@@ -110,7 +119,7 @@ def pins_from_results(results, query: int, k: int, database_latlon: np.ndarray, 
             for j, i in enumerate(results.ids[query, :k])]
 
 
-def pins_from_localization(loc, radius_m: float = CORRECT_RADIUS_M) -> list[Pin]:
+def pins_from_localization(loc: Localization, radius_m: float = CORRECT_RADIUS_M) -> list[Pin]:
     """Pins of an uploaded photo's matches (:class:`~sfrs_core.retrieval.localize.Localization`)."""
     return [Pin(m.rank, tuple(map(float, m.latlon)), m.path, m.similarity, err,
                 None if err is None else err <= radius_m, m.db_index)
@@ -197,7 +206,7 @@ def retrieval_map(
     database_latlon: np.ndarray,
     pin_sets: Sequence[PinSet],
     query_latlon: tuple[float, float] | None = None,
-    query_image=None,
+    query_image: ImageLike | None = None,
     query_label: str = "Query",
     radius_m: float = CORRECT_RADIUS_M,
 ) -> folium.Map:
