@@ -56,6 +56,10 @@ def test_retrieval_page_shows_both_models_and_filters(app_env):
     assert conditions[q].startswith("night")
     offered = [int(o) for o in at.selectbox(key="ret_query").options]
     assert offered and all(conditions[o].startswith("night") for o in offered)
+    for _ in range(3):  # a random pick stays within the filtered queries
+        at.button(key="ret_random").click().run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert int(at.selectbox(key="ret_query").value) in offered
 
 
 def test_every_page_is_reachable_through_the_navigation(app_env):

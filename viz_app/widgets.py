@@ -50,11 +50,14 @@ def query_picker(conditions: Sequence[str] | None, a: QueryResults, b: QueryResu
         st.session_state[wkey] = remembered if remembered in candidates else int(candidates[0])
     pick, rand = st.columns([4, 1], vertical_alignment="bottom")
     pick.selectbox("Query id", candidates.tolist(), key=wkey)
-    if rand.button("Random query", key=f"{key}_random", width="stretch"):
-        st.session_state[wkey] = int(np.random.default_rng().choice(candidates))
-        st.rerun()
+    rand.button("Random query", key=f"{key}_random", width="stretch", on_click=_pick_random,
+                args=(wkey, candidates.tolist()))
     st.session_state["query"] = q = int(st.session_state[wkey])
     return q
+
+
+def _pick_random(key: str, candidates: list[int]) -> None:
+    st.session_state[key] = int(np.random.default_rng().choice(candidates))
 
 
 def model_names(a_kind: str, b_kind: str) -> tuple[str, str]:

@@ -45,7 +45,10 @@ def checked_image(path: str | os.PathLike) -> Iterator[Image.Image]:
         raise
     except UnidentifiedImageError:
         raise DatasetError(path, "unreadable image: not an image file Pillow can read") from None
-    except Exception as err:  # truncated data, bad EXIF offsets, decompression bombs ...
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise DatasetError(path, f"image is too large: over the {MAX_PIXELS:,}-pixel limit "
+                                 "(refused to protect memory)") from None
+    except Exception as err:  # truncated data, bad EXIF offsets ...
         raise DatasetError(path, f"unreadable or truncated image ({type(err).__name__}: {err})") from None
 
 

@@ -25,7 +25,7 @@ from PIL import ImageOps
 from .errors import DatasetError
 from .exif_folder import read_gps
 from .geo import check_latlon
-from .images import MAX_PIXELS, checked_image, to_rgb
+from .images import checked_image, to_rgb
 
 try:  # optional: HEIC/HEIF support (wheels on PyPI for the usual platforms)
     from pillow_heif import register_heif_opener
@@ -73,8 +73,6 @@ class Photo:
 
 def _friendly(problem: str) -> str:
     """The image readers' problem text in the uploader's words (Pillow's jargon replaced)."""
-    if "DecompressionBomb" in problem:
-        return f"image is too large: over the {MAX_PIXELS:,}-pixel limit (refused to protect memory)"
     if "not an image file Pillow can read" in problem:
         return f"not an image file (expected {', '.join(t.upper() for t in PHOTO_TYPES if t != 'jpeg')})"
     return problem
