@@ -48,7 +48,7 @@ prepare: $(VENV)/.installed $(DEMO_DATA)/synthcity.json
 	$(PY) -m sfrs_core prepare
 
 app: prepare
-	$(PY) -m streamlit run app.py
+	$(PY) -m viz_app.serve
 
 test: $(VENV)/.installed-test $(CHROMIUM)
 	$(PY) -m pytest

@@ -8,7 +8,7 @@ from PIL import Image
 
 from sfrs_core.explain.attention import class_shares
 from sfrs_core.explain.overlay import overlay
-from sfrs_core.figures import attention_bars, attention_bars_plotly, heatmap_grid
+from sfrs_core.figures import attention_bars, heatmap_grid
 from sfrs_core.prepare import attention_summary, cached_attention
 from viz_app.state import Choice, dataset, pair_heatmaps, results, sidebar
 from viz_app.widgets import figure_downloads, model_names, query_picker
@@ -78,8 +78,9 @@ for lab, c in zip(labels, choices):
 left, right = st.columns(2)
 with left:
     st.markdown(f"**This query** ({METHOD_NAMES[method]})")
-    st.plotly_chart(attention_bars_plotly(this_query, height=330), width="stretch", key="hm_bars_query")
-    figure_downloads(lambda: attention_bars(this_query, title=f"Query {q}"), f"attention_{method}_q{q}", key="hm_bq")
+    bars = attention_bars(this_query, width="one")
+    st.pyplot(bars, width="stretch")
+    figure_downloads(bars, f"attention_{method}_q{q}", key="hm_bq")
 with right:
     st.markdown(f"**Whole {sel.split} split** ({len(split.queries)} queries, each towards its own top-1)")
     if missing:
@@ -92,6 +93,6 @@ with right:
                     on_progress=lambda done, total, lab=lab: bar.progress(done / total, text=f"{lab}: {done}/{total}"))
             st.rerun()  # cached on disk now: redraw with the bars instead of the button
     if not missing:
-        st.plotly_chart(attention_bars_plotly(whole, height=330), width="stretch", key="hm_bars_whole")
-        figure_downloads(lambda: attention_bars(whole, title=f"{sel.split} split"), f"attention_{method}_{sel.split}",
-                         key="hm_bw")
+        bars = attention_bars(whole, width="one")
+        st.pyplot(bars, width="stretch")
+        figure_downloads(bars, f"attention_{method}_{sel.split}", key="hm_bw")

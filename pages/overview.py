@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from sfrs_core.explain.figure_set import figure_set_zip
-from sfrs_core.figures import recall_curves, recall_curves_plotly
+from sfrs_core.figures import recall_curves
 from viz_app.state import sidebar
 from viz_app.widgets import figure_downloads
 
@@ -29,12 +29,13 @@ st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 curves = {c.label: c.run.recall(sel.split, c.generation) for c in (sel.baseline, sel.other)}
 left, right = st.columns([3, 2])
 with left:
-    st.plotly_chart(recall_curves_plotly(curves, title="Recall@N"), width="stretch")
+    curves_fig = recall_curves(curves, title="Recall@N")
+    st.pyplot(curves_fig, width="stretch")
 with right:
     best = {label: 100 * rec.get(1, 0.0) for label, rec in curves.items()}
     for label, value in best.items():
         st.metric(f"R@1 — {label}", f"{value:.1f} %")
-    figure_downloads(recall_curves(curves), "recall_curves", key="overview_recall")
+    figure_downloads(curves_fig, "recall_curves", key="overview_recall")
 
 st.subheader("Export")
 st.caption("The paper figure set for the two chosen models (recall curves, retrieval and heatmap grids, "

@@ -9,7 +9,6 @@ import streamlit as st
 from sfrs_core.explain.heatmap_core import load_rgb
 from sfrs_core.explain.soft_labels import draw_regions, entropy, feature_size
 from sfrs_core.figures import soft_label_evolution, training_curves
-from sfrs_core.figures.interactive import entropy_curve_plotly, training_curves_plotly
 from sfrs_core.models.regions import REGION_NAMES
 from viz_app.state import dataset, model, run_metrics, sidebar, soft_labels
 from viz_app.widgets import figure_downloads
@@ -59,18 +58,20 @@ else:
     st.pyplot(evolution, width="stretch")
     figure_downloads(evolution, f"soft_labels_q{int(queries[qi])}", key="sl_fig")
 
-    st.subheader("Entropy per generation")
-    series = {"this query": [float(entropy(d[None])[0]) for d in dists],
-              "mean of the snapshot queries": [float(s.entropy.mean()) for s in snaps]}
-    st.plotly_chart(entropy_curve_plotly(series, glabels, k=dist.shape[0]), width="stretch", key="sl_entropy")
+    st.markdown(f"**Mean entropy of the {len(queries)} snapshot queries** (nats; uniform over "
+                f"{dist.size} entries: {np.log(dist.size):.2f})")
+    means = [float(s.entropy.mean()) for s in snaps]
+    for col, lab, value, before in zip(st.columns(len(snaps)), glabels, means, [None] + means[:-1]):
+        col.metric(lab, f"{value:.2f}", None if before is None else f"{value - before:+.2f}", delta_color="inverse")
 
 st.subheader("Training curves")
 log = run_metrics(run)
 if not any(r.get("event") == "step" for r in log):
     st.info(f"Run {run.name} has no training steps in its metrics log.")
 else:
-    st.plotly_chart(training_curves_plotly(log), width="stretch", key="sl_curves")
-    figure_downloads(lambda: training_curves(log, title=run.name), f"training_curves_{run.name}", key="sl_tc")
+    curves = training_curves(log)
+    st.pyplot(curves, width="stretch")
+    figure_downloads(curves, f"training_curves_{run.name}", key="sl_tc")
     finals = [r for r in log if r.get("event") == "eval" and r.get("final")]
     table = pd.DataFrame([{"generation": r["generation"], "split": r["split"],
                            **{k: round(100 * v, 1) for k, v in r.items() if k.startswith("recall@")}} for r in finals])

@@ -33,10 +33,12 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve_app(env: dict[str, str] | None = None, timeout_s: float = 120.0) -> Iterator[str]:
-    """``streamlit run app.py`` on a free port of 127.0.0.1; yields its base URL, stops it after."""
+def serve_app(env: dict[str, str] | None = None, timeout_s: float = 120.0, preload: bool = False) -> Iterator[str]:
+    """``streamlit run app.py`` on a free port of 127.0.0.1 (``preload``: through ``viz_app.serve``,
+    as ``make app`` starts it); yields its base URL, stops the server after."""
     port = free_port()
-    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
+    launcher = ["viz_app.serve"] if preload else ["streamlit", "run", str(ROOT / "app.py")]
+    cmd = [sys.executable, "-m", *launcher, "--server.headless", "true",
            "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
            "--server.fileWatcherType", "none"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
@@ -70,26 +72,27 @@ class PageVisit:
     screenshot: Path | None = None
 
 
-def wait_rendered(page, timeout_s: float = 120.0) -> None:
-    """Wait for the app shell, then until no running/skeleton/spinner indicator is left."""
-    page.wait_for_selector("[data-testid=stApp]", timeout=timeout_s * 1000)
-    page.wait_for_selector("[data-testid=stMain]", timeout=timeout_s * 1000)
+def wait_rendered(page, timeout_s: float = 120.0) -> float:
+    """Wait for the page's title, then until no running/skeleton/spinner indicator is left (and
+    none comes back for a second); returns the time (``time.time()``) it became quiet."""
+    page.wait_for_selector("[data-testid=stMain] h1", timeout=timeout_s * 1000)
     deadline = time.time() + timeout_s
     quiet_since = None
     while time.time() < deadline:
         if page.locator(BUSY).count() == 0:
             quiet_since = quiet_since or time.time()
             if time.time() - quiet_since > 1.0:  # stays quiet: the script run has finished
-                return
+                return quiet_since
         else:
             quiet_since = None
-        page.wait_for_timeout(200)
+        page.wait_for_timeout(50)
     raise TimeoutError(f"{page.url} still busy after {timeout_s:.0f} s")
 
 
-def visit_pages(url: str, names: list[str], out: Path | None = None, *, width: int = 1400,
+def visit_pages(url: str, names: list[str], out: Path | None = None, *, width: int = 1400, height: int = 1000,
                 timeout_s: float = 180.0) -> list[PageVisit]:
-    """Open each page in a fresh tab of Chromium; record time to render, error boxes, screenshot."""
+    """Open each page in a fresh tab of Chromium; record the time until it has rendered (from
+    navigation), its error boxes, and a screenshot (``width`` × ``height`` window) into ``out``."""
     from playwright.sync_api import sync_playwright
 
     visits = []
@@ -98,13 +101,12 @@ def visit_pages(url: str, names: list[str], out: Path | None = None, *, width: i
             "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
             "--disable-component-update", "--disable-sync"])
         try:
-            context = browser.new_context(viewport={"width": width, "height": 1000}, device_scale_factor=1)
+            context = browser.new_context(viewport={"width": width, "height": height}, device_scale_factor=1)
             for name in names:
                 page = context.new_page()
                 t0 = time.time()
                 page.goto(f"{url}/{PAGES[name]}")
-                wait_rendered(page, timeout_s)
-                visit = PageVisit(name, time.time() - t0)
+                visit = PageVisit(name, wait_rendered(page, timeout_s) - t0)
                 visit.errors = [e.inner_text()[:500] for e in page.locator(ERRORS).all()]
                 if out is not None:
                     out.mkdir(parents=True, exist_ok=True)
@@ -121,9 +123,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=ROOT / "assets" / "screenshots")
     parser.add_argument("--pages", nargs="+", default=["retrieval", "heatmaps", "soft_labels", "map"])
+    parser.add_argument("--height", type=int, default=1300, help="window height of the screenshots")
     args = parser.parse_args()
-    with serve_app() as url:
-        for v in visit_pages(url, args.pages, args.out):
+    with serve_app(preload=True) as url:
+        for v in visit_pages(url, args.pages, args.out, height=args.height):
             print(f"{v.name:12s} {v.seconds:5.1f} s  {v.screenshot}" + (f"  ERRORS: {v.errors}" if v.errors else ""))
     return 0
 

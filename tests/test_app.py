@@ -73,7 +73,8 @@ def test_every_page_is_reachable_through_the_navigation(app_env):
 def test_heatmaps_page_compares_both_models_for_each_method(app_env):
     at = _run("pages/heatmaps.py")
     assert at.radio(key="hm_method").options == ["Grad-CAM (similarity)", "Exact decomposition", "Activation"]
-    assert len(at.get("image")) == 1  # the comparison figure
+    whole_pending = any(b.key == "hm_whole" for b in at.button)
+    assert len(at.get("image")) == (2 if whole_pending else 3)  # comparison, this query's bars, the split's bars
     for method in ("decomp", "activation"):
         at.radio(key="hm_method").set_value(method).run()
         assert not at.exception, [e.value for e in at.exception]
@@ -91,7 +92,7 @@ def test_heatmaps_page_compares_both_models_for_each_method(app_env):
     summary = cached_attention(run, run.last_generation, "test", "activation")
     assert summary is not None and sum(summary["shares"].values()) == pytest.approx(1.0)
     assert not [b for b in at.button if b.key == "hm_whole"]
-    assert len(at.get("plotly_chart")) == 2  # this query and the whole split
+    assert len(at.get("image")) == 3  # the comparison, the bars of this query and of the whole split
 
 
 def test_soft_labels_page_shows_snapshots_entropy_and_training_curves(app_env):
@@ -106,6 +107,8 @@ def test_soft_labels_page_shows_snapshots_entropy_and_training_curves(app_env):
     d = snaps[-1].distributions[0].ravel()
     expected = -(d * np.log(d)).sum()  # entropy of query 0's soft labels, by hand
     assert any(f"entropy {expected:.2f} nats" in m.value for m in at.markdown)
+    means = [m.value for m in at.metric]
+    assert means == [f"{s.entropy.mean():.2f}" for s in snaps]  # mean entropy per generation
     at.select_slider(key="sl_gen").set_value(snaps[0].generation).run()
     assert not at.exception
     finals = at.dataframe[0].value
