@@ -69,6 +69,7 @@ class PageVisit:
     name: str
     seconds: float
     errors: list[str] = field(default_factory=list)
+    nav: list[str] = field(default_factory=list)  # the sidebar's page links, as shown
     screenshot: Path | None = None
 
 
@@ -108,6 +109,7 @@ def visit_pages(url: str, names: list[str], out: Path | None = None, *, width: i
                 page.goto(f"{url}/{PAGES[name]}")
                 visit = PageVisit(name, wait_rendered(page, timeout_s) - t0)
                 visit.errors = [e.inner_text()[:500] for e in page.locator(ERRORS).all()]
+                visit.nav = [a.inner_text().strip() for a in page.locator("[data-testid=stSidebarNav] a").all()]
                 if out is not None:
                     out.mkdir(parents=True, exist_ok=True)
                     visit.screenshot = out / f"{name}.png"

@@ -13,6 +13,7 @@ import pytest
 from tests.browser import CHROMIUM, PAGES, ROOT, serve_app, visit_pages
 
 SHOTS = ROOT / "test-artifacts" / "screenshots"
+NAV = ["Overview", "Retrieval", "Heatmaps", "Soft labels", "Map", "Upload", "Train"]
 
 
 def test_every_page_renders_in_chromium_without_an_error_box(tiny_runs):
@@ -26,4 +27,13 @@ def test_every_page_renders_in_chromium_without_an_error_box(tiny_runs):
     assert [v.name for v in visits] == list(PAGES)
     for v in visits:
         assert not v.errors, (v.name, v.errors)
+        assert v.nav == NAV, (v.name, v.nav)
         assert v.screenshot.stat().st_size > 10_000, v.name  # a real page, not a blank one
+
+
+def test_make_app_launcher_serves_the_same_app(tiny_runs):
+    """`make app` starts the server through viz_app.serve (libraries imported first): same pages."""
+    with serve_app({"SFRS_STUDIO_RUN_DIRS": str(tiny_runs)}, preload=True) as url:
+        visits = visit_pages(url, ["retrieval", "map"])
+    for v in visits:
+        assert not v.errors and v.nav == NAV, (v.name, v.errors, v.nav)

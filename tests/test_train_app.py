@@ -101,7 +101,7 @@ def test_start_refuse_stop_from_sidebar_and_resume_from_page(train_dir, tiny_cit
         start_training(train_dir, "two", args)
     s = wait_for(run, ("running",), 60)  # the trainer holds the run (stopping now is a stop during its set-up)
     # the sidebar of another page shows the job and stops it
-    at = _page("pages/overview.py")
+    at = _page("app_pages/overview.py")
     assert any("one" in m.value for m in at.sidebar.markdown)
     at.button(key="tp_stop").click().run()
     assert not at.exception
@@ -112,7 +112,7 @@ def test_start_refuse_stop_from_sidebar_and_resume_from_page(train_dir, tiny_cit
     with pytest.raises(RunExistsError, match="already exists"):
         start_training(train_dir, "one", args)
     # the Train page offers Resume; the run then goes to its end
-    at = _page("pages/train.py")
+    at = _page("app_pages/train.py")
     _button(at, "Resume").click().run()
     assert not at.exception
     s = wait_for(run, ENDED, 180)
@@ -121,7 +121,7 @@ def test_start_refuse_stop_from_sidebar_and_resume_from_page(train_dir, tiny_cit
 
 
 def test_train_page_trains_tiny_preset_and_overview_lists_the_run(train_dir, tiny_city):
-    at = _page("pages/train.py")
+    at = _page("app_pages/train.py")
     assert at.selectbox(key="tr_preset").value == "tiny"
     at.selectbox(key="tr_data").set_value("Another path…").run()
     at.text_input(key="tr_data_path").input("/no/such/dataset").run()
@@ -140,7 +140,7 @@ def test_train_page_trains_tiny_preset_and_overview_lists_the_run(train_dir, tin
     assert any("'app-tiny' is being trained" in e.value for e in at.error)
     assert not (train_dir / "second").exists()
     # the sidebar of another page follows the job
-    other = _page("pages/overview.py")
+    other = _page("app_pages/overview.py")
     assert any("app-tiny" in m.value for m in other.sidebar.markdown)
     s = wait_for(run, ENDED, 240)
     assert s.state == "finished", s.log_tail()
@@ -148,14 +148,14 @@ def test_train_page_trains_tiny_preset_and_overview_lists_the_run(train_dir, tin
     assert not at.exception
     assert at.selectbox(key="tr_watch").value == "app-tiny"
     assert at.dataframe[-1].value["state"].tolist() == ["finished"]
-    overview = _page("pages/overview.py")
+    overview = _page("app_pages/overview.py")
     table = overview.dataframe[0].value
     assert set(table["run"]) == {"app-tiny"} and sorted(table["generation"]) == [0, 1]
 
 
 def test_sidebar_panel_without_any_run(train_dir, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # no data/synthcity here: the panel asks for a dataset path
-    at = AppTest.from_file(str(ROOT / "pages/overview.py"), default_timeout=60)
+    at = AppTest.from_file(str(ROOT / "app_pages/overview.py"), default_timeout=60)
     at.run()
     assert not at.exception
     at.sidebar.text_input(key="tp_data_path").input(str(tmp_path / "nothing"))

@@ -11,14 +11,14 @@ from pathlib import Path
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
 
-# What the pages import; the torchvision shim must come before torchvision and grad-cam. Not
-# streamlit_folium: it registers its component when imported, which must happen inside the server.
+# What the pages import; the torchvision shim must come before torchvision and grad-cam. Nothing
+# that imports streamlit (viz_app, streamlit_folium): imported before `streamlit run` sets the
+# server up, it loses the app's navigation (st.navigation) and its folium component.
 PRELOAD = (
     "sfrs_core._torchvision", "torch", "faiss", "pandas", "matplotlib.figure", "plotly.graph_objects",
     "folium", "pytorch_grad_cam", "sfrs_core.explain.heatmaps", "sfrs_core.explain.figure_set",
     "sfrs_core.figures.interactive", "sfrs_core.retrieval.localize", "sfrs_core.data.photo", "sfrs_core.prepare",
-    "sfrs_core.training.background", "viz_app.state", "viz_app.widgets", "viz_app.map", "viz_app.jobs",
-    "viz_app.train_panel",
+    "sfrs_core.training.background",
 )
 
 
@@ -26,6 +26,7 @@ def preload() -> None:
     """Import everything the pages need, once, before the server takes its first session."""
     for name in PRELOAD:
         importlib.import_module(name)
+    assert "streamlit" not in sys.modules, "a preloaded module imported streamlit too early"
 
 
 def main(argv: list[str] | None = None) -> int:
