@@ -66,14 +66,15 @@ this_query = {lab: class_shares(p.query.image, label_map) for lab, p in zip(labe
 this_query["image area"] = class_shares(np.ones(label_map.shape), label_map)
 
 whole: dict[str, dict[str, float]] = {}
+area = None
 missing = []
 for lab, c in zip(labels, choices):
     summary = cached_attention(c.run, c.generation, sel.split, method)
     if summary is None:
         missing.append((lab, c))
     else:
-        whole[lab] = summary["shares"]
-        whole["image area"] = summary["area"]
+        whole[lab], area = summary["shares"], summary["area"]
+whole["image area"] = area  # last, as in this query's bars
 
 left, right = st.columns(2)
 with left:
