@@ -70,6 +70,7 @@ class PageVisit:
     seconds: float
     errors: list[str] = field(default_factory=list)
     nav: list[str] = field(default_factory=list)  # the sidebar's page links, as shown
+    metrics: list[str] = field(default_factory=list)  # st.metric boxes, as shown
     screenshot: Path | None = None
 
 
@@ -119,6 +120,29 @@ def visit_pages(url: str, names: list[str], out: Path | None = None, *, width: i
         finally:
             browser.close()
     return visits
+
+
+def upload_photo(url: str, photo: Path, timeout_s: float = 180.0) -> PageVisit:
+    """Open the Upload page, upload ``photo`` through the file input, wait for the results."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu",
+                                                                      "--disable-dev-shm-usage"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{url}/{PAGES['upload']}")
+            wait_rendered(page, timeout_s)
+            t0 = time.time()
+            page.locator("[data-testid=stFileUploader] input[type=file]").set_input_files(str(photo))
+            page.wait_for_selector("[data-testid=stMetric], [data-testid=stAlertContentError]",
+                                   timeout=timeout_s * 1000)
+            visit = PageVisit("upload", wait_rendered(page, timeout_s) - t0)
+            visit.errors = [e.inner_text()[:500] for e in page.locator(ERRORS).all()]
+            visit.metrics = [m.inner_text() for m in page.locator("[data-testid=stMetric]").all()]
+        finally:
+            browser.close()
+    return visit
 
 
 def main() -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser import CHROMIUM, PAGES, ROOT, serve_app, visit_pages
+from tests.browser import CHROMIUM, PAGES, ROOT, serve_app, upload_photo, visit_pages
 
 SHOTS = ROOT / "test-artifacts" / "screenshots"
 NAV = ["Overview", "Retrieval", "Heatmaps", "Soft labels", "Map", "Upload", "Train"]
@@ -37,3 +37,16 @@ def test_make_app_launcher_serves_the_same_app(tiny_runs):
         visits = visit_pages(url, ["retrieval", "map"])
     for v in visits:
         assert not v.errors and v.nav == NAV, (v.name, v.errors, v.nav)
+
+
+def test_uploading_a_photo_in_chromium_shows_both_models_matches(tiny_runs, tiny_city, tmp_path):
+    from PIL import Image
+
+    from sfrs_core.data import load_dataset
+
+    photo = tmp_path / "street.jpg"
+    Image.open(load_dataset(str(tiny_city))["test"].queries.image_path(0)).convert("RGB").save(photo, quality=90)
+    with serve_app({"SFRS_STUDIO_RUN_DIRS": str(tiny_runs)}, preload=True) as url:
+        visit = upload_photo(url, photo)
+    assert not visit.errors, visit.errors
+    assert len(visit.metrics) == 2 and all("top-1" in m for m in visit.metrics), visit.metrics  # one per model
