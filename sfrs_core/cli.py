@@ -116,14 +116,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .training.background import stop_on_signals
 
     runs_dir = args.runs_dir or "runs"
-    with stop_on_signals():  # SIGTERM / Ctrl-C: the run is recorded as stopped and can be resumed
+    with stop_on_signals() as stop_requested:  # SIGTERM / Ctrl-C: recorded as stopped, resumable
         try:
             if args.resume:
-                out = resume_run(Path(runs_dir) / args.run, progress=not args.quiet)
+                out = resume_run(Path(runs_dir) / args.run, progress=not args.quiet, should_stop=stop_requested.is_set)
             else:
                 if args.data is None:
                     raise ValueError("--data is required (unless --resume)")
-                out = train(_train_config(args), overwrite=args.overwrite, progress=not args.quiet)
+                out = train(_train_config(args), overwrite=args.overwrite, progress=not args.quiet,
+                            should_stop=stop_requested.is_set)
         except TrainingStopped as stop:
             print(f"{stop}; continue with: python -m sfrs_core train --run {args.run} --runs-dir {runs_dir} --resume",
                   file=sys.stderr)

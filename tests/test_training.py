@@ -205,3 +205,21 @@ def test_demo_command_trains_and_exports_both_runs(tiny_city, tmp_path, monkeypa
     # a second call finds the finished run and only re-exports
     again = demo.build_demo_models(tiny_city, tmp_path / "assets", tmp_path / "runs", progress=False)
     assert again == paths
+
+
+def test_a_stop_wrapped_by_a_library_call_still_counts_as_a_stop(tiny_city, tmp_path, monkeypatch):
+    """A stop signal inside e.g. torch's load_state_dict comes out as a RuntimeError: the trainer
+    still records the run as stopped (resumable), not failed, when a stop was requested."""
+    from sfrs_core.training.trainer import Trainer, TrainingStopped
+
+    def prepare_interrupted(self):
+        raise RuntimeError("Error(s) in loading state_dict: ('stopped by SIGTERM',)")
+
+    monkeypatch.setattr(Trainer, "_prepare", prepare_interrupted)
+    cfg = tiny_config(str(tiny_city), "wrapped").replace(runs_dir=str(tmp_path))
+    with pytest.raises(TrainingStopped, match="stopped during RuntimeError"):
+        train(cfg, progress=False, should_stop=lambda: True)
+    assert json.loads((tmp_path / "wrapped" / "progress.json").read_text())["status"] == "stopped"
+    with pytest.raises(RuntimeError):  # no stop requested: a real failure
+        train(cfg, overwrite=True, progress=False)
+    assert json.loads((tmp_path / "wrapped" / "progress.json").read_text())["status"] == "failed"

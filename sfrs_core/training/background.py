@@ -34,6 +34,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -306,20 +307,25 @@ def wait_for(run_dir: str | os.PathLike, states: Sequence[str], timeout: float, 
 
 
 @contextlib.contextmanager
-def stop_on_signals(signals: Sequence[int] = (signal.SIGTERM, signal.SIGINT)) -> Iterator[None]:
-    """Within the block, the first of ``signals`` raises :class:`~sfrs_core.training.TrainingStopped`
-    wherever the main thread is (the trainer records the run as stopped); later ones are ignored,
+def stop_on_signals(signals: Sequence[int] = (signal.SIGTERM, signal.SIGINT)) -> Iterator[threading.Event]:
+    """Within the block, the first of ``signals`` sets the yielded event and raises
+    :class:`~sfrs_core.training.TrainingStopped` wherever the main thread is (the trainer records
+    the run as stopped; pass ``event.is_set`` as its ``should_stop`` so that a stop which a library
+    call caught and re-raised as another error still counts as a stop); later signals are ignored,
     so the stop is recorded undisturbed. Main thread only."""
     from .trainer import TrainingStopped
+
+    requested = threading.Event()
 
     def handler(signum: int, frame: Any) -> None:
         for s in signals:
             signal.signal(s, signal.SIG_IGN)
+        requested.set()
         raise TrainingStopped(f"stopped by {signal.Signals(signum).name}")
 
     previous = {s: signal.signal(s, handler) for s in signals}
     try:
-        yield
+        yield requested
     finally:
         for s, h in previous.items():
             signal.signal(s, h)

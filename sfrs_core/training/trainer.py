@@ -255,6 +255,9 @@ class Trainer:
             self._progress("stopped", None)
             raise
         except BaseException as err:
+            if self.should_stop():  # a stop signal arrived inside a library call, which wrapped it
+                self._progress("stopped", None)
+                raise TrainingStopped(f"stopped during {type(err).__name__}: {err}"[:300]) from err
             self._progress("failed", None, error=f"{type(err).__name__}: {err}")
             raise
         finally:
