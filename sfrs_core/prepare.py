@@ -19,6 +19,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .data import load_dataset
+from .data.dataset import PlaceDataset, PlaceSplit
 from .io import atomic_write_json
 from .retrieval.bundle import IndexBundle
 from .runs import DEFAULT_RUN_DIRS, Run, discover_runs
@@ -33,17 +34,24 @@ def _newer(path: Path, checkpoint: Path) -> bool:
     return path.is_file() and path.stat().st_mtime >= checkpoint.stat().st_mtime
 
 
-def _fresh(folder: Path, checkpoint: Path, n_database: int) -> bool:
-    return _newer(folder / "bundle.json", checkpoint) and IndexBundle.load(folder).index.ntotal == n_database
+def _cached_bundle(folder: Path, checkpoint: Path, n_database: int) -> IndexBundle | None:
+    """The saved bundle when it is newer than the checkpoint and indexes the whole database."""
+    if not _newer(folder / "bundle.json", checkpoint):
+        return None
+    bundle = IndexBundle.load(folder)
+    return bundle if bundle.index.ntotal == n_database else None
 
 
-def prepared_index(run: Run, generation: int, split: str = "test", *, progress: bool = False) -> IndexBundle:
-    """The database index of ``run``'s ``generation`` on ``split``: loaded if prepared, else built and saved."""
+def prepared_index(run: Run, generation: int, split: str = "test", *, place_split: PlaceSplit | None = None,
+                   progress: bool = False) -> IndexBundle:
+    """The database index of ``run``'s ``generation`` on ``split``: loaded if prepared, else built and
+    saved. ``place_split`` is that split of the run's dataset, if already loaded."""
     folder = index_folder(run, generation, split)
-    place_split = load_dataset(run.data)[split]
+    place_split = place_split or load_dataset(run.data)[split]
     checkpoint = run.path / f"gen{generation}.pt"
-    if _fresh(folder, checkpoint, len(place_split.database)):
-        return IndexBundle.load(folder)
+    cached = _cached_bundle(folder, checkpoint, len(place_split.database))
+    if cached is not None:
+        return cached
     bundle = IndexBundle.build(run.model(generation), place_split, image_size=run.image_size(), progress=progress,
                                meta={"checkpoint": str(checkpoint), "dataset": str(run.data), "generation": generation})
     bundle.save(folder)
@@ -62,15 +70,18 @@ def cached_attention(run: Run, generation: int, split: str, method: str) -> dict
 
 
 def attention_summary(run: Run, generation: int, split: str = "test", method: str = "gradcam", *,
-                      on_progress: Callable[[int, int], None] | None = None, progress: bool = False) -> dict:
+                      place_split: PlaceSplit | None = None, on_progress: Callable[[int, int], None] | None = None,
+                      progress: bool = False) -> dict:
     """:func:`~sfrs_core.explain.attention.attention_by_class` of a run's generation over all
-    queries of ``split`` (heatmaps towards each query's own top-1), cached on disk."""
+    queries of ``split`` (heatmaps towards each query's own top-1), cached on disk.
+    ``place_split`` is that split of the run's dataset, if already loaded."""
     from .explain.attention import attention_by_class
 
     cached = cached_attention(run, generation, split, method)
     if cached is not None:
         return cached
-    summary = attention_by_class(run.model(generation), load_dataset(run.data)[split], run.results(split, generation),
+    place_split = place_split or load_dataset(run.data)[split]
+    summary = attention_by_class(run.model(generation), place_split, run.results(split, generation),
                                  method, image_size=run.image_size(), progress=progress, on_progress=on_progress)
     atomic_write_json(attention_file(run, generation, split, method), summary)
     return summary
@@ -80,19 +91,22 @@ def prepare(dirs: tuple[str, ...] = DEFAULT_RUN_DIRS, splits: tuple[str, ...] = 
             methods: tuple[str, ...] = ("gradcam",), progress: bool = True) -> list[Path]:
     """Prepare every finished generation of every run in ``dirs``; returns the index folders."""
     indexes, attention = [], []
+    datasets: dict[str, PlaceDataset] = {}  # each dataset read once, whatever number of runs use it
     for run in discover_runs(dirs):
         if not run.generations:
             continue
-        ds = load_dataset(run.data)
+        if run.data not in datasets:
+            datasets[run.data] = load_dataset(run.data)
+        ds = datasets[run.data]
         for s in (s for s in splits if s in ds.splits):
-            indexes += [(run, g, s) for g in run.generations]
+            indexes += [(run, g, ds[s]) for g in run.generations]
             if ds[s].queries.label_root is not None:
-                attention += [(run, run.last_generation, s, m) for m in methods]
+                attention += [(run, run.last_generation, ds[s], m) for m in methods]
     done = []
-    for run, g, s in tqdm(indexes, desc="Indexing databases", unit="model", disable=not progress):
-        prepared_index(run, g, s, progress=progress)
-        done.append(index_folder(run, g, s))
-    for run, g, s, m in tqdm(attention, desc="Attention by class", unit="model", disable=not progress):
-        attention_summary(run, g, s, m, progress=progress)
-        done.append(attention_file(run, g, s, m))
+    for run, g, sp in tqdm(indexes, desc="Indexing databases", unit="model", disable=not progress):
+        prepared_index(run, g, sp.name, place_split=sp, progress=progress)
+        done.append(index_folder(run, g, sp.name))
+    for run, g, sp, m in tqdm(attention, desc="Attention by class", unit="model", disable=not progress):
+        attention_summary(run, g, sp.name, m, place_split=sp, progress=progress)
+        done.append(attention_file(run, g, sp.name, m))
     return done

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import zlib
+from pathlib import Path
 from dataclasses import dataclass
 
 import streamlit as st
@@ -53,7 +54,8 @@ def index_bundle(run_path: str, generation: int, split: str):
     prepared on disk by :mod:`sfrs_core.prepare`."""
     from sfrs_core.prepare import prepared_index
 
-    return prepared_index(_run(run_path), generation, split)
+    run = _run(run_path)
+    return prepared_index(run, generation, split, place_split=dataset(run.data)[split])
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,19 @@ class Selection:
     split: str
     baseline: Choice
     other: Choice
+
+    @property
+    def names(self) -> tuple[str, str]:
+        """Short names of the two models in outcome lists ('SARE', 'SFRS'; generic when the kinds are equal)."""
+        kinds = (self.baseline.run.kind, self.other.run.kind)
+        return kinds if kinds[0] != kinds[1] else ("baseline", "compared")
+
+
+def compared_results(sel: Selection):
+    """The chosen split (:class:`~sfrs_core.data.dataset.PlaceSplit`) and the per-query results of
+    the baseline and of the compared model on it."""
+    return (dataset(sel.data)[sel.split], *(results(str(c.run.path), sel.split, c.generation)
+                                            for c in (sel.baseline, sel.other)))
 
 
 def _sticky_select(label: str, options: list, key: str, default: int = 0, **kwargs):
@@ -159,8 +174,11 @@ def soft_labels(run: Run):
 
 @st.cache_data(show_spinner=False)
 def metrics(run_path: str, mtime: float):
-    """A run's metrics log (``mtime`` of the log as the cache key, so a live run refreshes)."""
-    return _run(run_path).metrics()
+    """A run's metrics log (``mtime`` of the log as the cache key, so a live run refreshes); works
+    for a run that is still setting up (no ``config.json`` yet)."""
+    from sfrs_core.training.metrics_log import read_metrics
+
+    return read_metrics(Path(run_path) / "metrics.jsonl")
 
 
 def run_metrics(run: Run):
