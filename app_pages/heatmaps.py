@@ -10,8 +10,8 @@ from sfrs_core.explain.attention import class_shares
 from sfrs_core.explain.overlay import overlay
 from sfrs_core.figures import attention_bars, heatmap_grid
 from sfrs_core.prepare import attention_summary, cached_attention
-from viz_app.state import Choice, dataset, pair_heatmaps, results, sidebar
-from viz_app.widgets import figure_downloads, model_names, query_picker
+from viz_app.state import Choice, compared_results, pair_heatmaps, sidebar
+from viz_app.widgets import figure_downloads, query_picker
 
 METHOD_NAMES = {"gradcam": "Grad-CAM (similarity)", "decomp": "Exact decomposition", "activation": "Activation"}
 COLORMAPS = ["auto", "jet", "turbo", "inferno", "viridis", "RdBu_r"]
@@ -21,10 +21,9 @@ st.title("Heatmaps")
 if sel is None:
     st.stop()
 
-split = dataset(sel.data)[sel.split]
+split, *res = compared_results(sel)
 choices = (sel.baseline, sel.other)
-res = [results(str(c.run.path), sel.split, c.generation) for c in choices]
-names = model_names(sel.baseline.run.kind, sel.other.run.kind)
+names = sel.names
 q = query_picker(split.queries.condition, *res, names, key="hm")
 c1, c2, c3 = st.columns([2, 1, 1])
 method = c1.radio("Method", list(METHOD_NAMES), format_func=METHOD_NAMES.get, horizontal=True, key="hm_method")
@@ -90,7 +89,7 @@ with right:
             bar = st.progress(0.0)
             for lab, c in missing:
                 attention_summary(
-                    c.run, c.generation, sel.split, method,
+                    c.run, c.generation, sel.split, method, place_split=split,
                     on_progress=lambda done, total, lab=lab: bar.progress(done / total, text=f"{lab}: {done}/{total}"))
             st.rerun()  # cached on disk now: redraw with the bars instead of the button
     if not missing:

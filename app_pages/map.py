@@ -5,20 +5,18 @@ import streamlit as st
 
 from sfrs_core.figures.style import CORRECT_RADIUS_M, color_map
 from viz_app.map import PinSet, pins_from_results, retrieval_map, show_map
-from viz_app.state import dataset, results, sidebar
-from viz_app.widgets import model_names, query_picker
+from viz_app.state import compared_results, sidebar
+from viz_app.widgets import query_picker
 
 sel = sidebar()
 st.title("Map")
 if sel is None:
     st.stop()
 
-split = dataset(sel.data)[sel.split]
-a = results(str(sel.baseline.run.path), sel.split, sel.baseline.generation)
-b = results(str(sel.other.run.path), sel.split, sel.other.generation)
+split, a, b = compared_results(sel)
 left, right = st.columns([5, 1])
 with left:
-    q = query_picker(split.queries.condition, a, b, model_names(sel.baseline.run.kind, sel.other.run.kind), key="map")
+    q = query_picker(split.queries.condition, a, b, sel.names, key="map")
 k = right.slider("Top-K", 1, min(10, a.k, b.k), 5, key="map_k")
 
 labels = [sel.baseline.label, sel.other.label]

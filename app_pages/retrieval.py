@@ -4,21 +4,19 @@ from __future__ import annotations
 import streamlit as st
 
 from sfrs_core.figures import retrieval_grid
-from viz_app.state import dataset, results, sidebar
-from viz_app.widgets import figure_downloads, model_names, query_picker
+from viz_app.state import compared_results, sidebar
+from viz_app.widgets import figure_downloads, query_picker
 
 sel = sidebar()
 st.title("Retrieval")
 if sel is None:
     st.stop()
 
-split = dataset(sel.data)[sel.split]
-a = results(str(sel.baseline.run.path), sel.split, sel.baseline.generation)
-b = results(str(sel.other.run.path), sel.split, sel.other.generation)
+split, a, b = compared_results(sel)
 conditions = split.queries.condition
 left, right = st.columns([5, 1])
 with left:
-    q = query_picker(conditions, a, b, model_names(sel.baseline.run.kind, sel.other.run.kind), key="ret")
+    q = query_picker(conditions, a, b, sel.names, key="ret")
 k = right.slider("Top-K", 1, min(10, a.k), 5, key="ret_k")
 
 fig = retrieval_grid(

@@ -10,6 +10,7 @@ from sfrs_core.explain.heatmap_core import load_rgb
 from sfrs_core.explain.soft_labels import draw_regions, entropy, feature_size
 from sfrs_core.figures import soft_label_evolution, training_curves
 from sfrs_core.models.regions import REGION_NAMES
+from sfrs_core.training.metrics_log import final_recalls
 from viz_app.state import dataset, model, run_metrics, sidebar, soft_labels
 from viz_app.widgets import figure_downloads
 
@@ -72,9 +73,7 @@ else:
     curves = training_curves(log)
     st.pyplot(curves, width="stretch")
     figure_downloads(curves, f"training_curves_{run.name}", key="sl_tc")
-    finals = [r for r in log if r.get("event") == "eval" and r.get("final")]
-    table = pd.DataFrame([{"generation": r["generation"], "split": r["split"],
-                           **{k: round(100 * v, 1) for k, v in r.items() if k.startswith("recall@")}} for r in finals])
+    table = pd.DataFrame(final_recalls(log))
     if not table.empty:
         st.markdown("Recall (%) at the end of each generation")
         st.dataframe(table, hide_index=True, width="stretch")

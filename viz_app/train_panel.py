@@ -20,10 +20,11 @@ from sfrs_core.data import DatasetError
 from sfrs_core.figures import training_curves, training_curves_plotly
 from sfrs_core.training.background import (JobStatus, TrainingBusyError, job_status, list_jobs, resume_training,
                                            running_job, start_training, stop_training)
-from sfrs_core.training.metrics_log import read_metrics
+from sfrs_core.runs import Run
+from sfrs_core.training.metrics_log import final_recalls
 from sfrs_core.training.trainer import RunExistsError
 from viz_app.jobs import TrainOptions, canonical_data, dataset_options, dataset_problem, free_run_name, training_dir
-from viz_app.state import Selection
+from viz_app.state import Selection, run_metrics
 from viz_app.widgets import figure_downloads
 
 REFRESH_S = 2.0  # seconds between two looks at a live run
@@ -234,20 +235,12 @@ def _describe(cfg: dict) -> str:
             f"temperatures {temps}")
 
 
-def recall_table(metrics: list[dict]) -> pd.DataFrame:
-    """Final recall@N (%) of each finished generation, per split, from the metrics log."""
-    rows = [{"generation": r["generation"], "split": r["split"],
-             **{f"R@{n}": round(100 * r[f"recall@{n}"], 1) for n in (1, 5, 10, 20) if f"recall@{n}" in r}}
-            for r in metrics if r.get("event") == "eval" and r.get("final")]
-    return pd.DataFrame(rows)
-
-
 def runs_table(jobs: list[JobStatus]) -> pd.DataFrame:
     """One row per run of the training folder: state, progress, configuration, last activity."""
     rows = []
     for j in jobs:
         cfg = _config(j.path)
-        gens = sorted(int(p.stem[3:]) for p in j.path.glob("gen*.pt") if p.stem[3:].isdigit())
+        gens = Run(j.path).generations
         updated = j.progress.get("updated") or j.started
         rows.append({"run": j.name, "state": j.state, "progress %": round(100 * j.fraction),
                      "generations done": f"{len(gens)} / {cfg.get('generations', '?')}",
@@ -269,15 +262,15 @@ def live_view(s: JobStatus) -> None:
     progress_bars(s)
     controls(s, "tr")
     problems(s)
-    metrics = read_metrics(s.path / "metrics.jsonl")
+    metrics = run_metrics(Run(s.path))  # re-read only when the log changed
     if any(r.get("event") == "step" for r in metrics):
         st.plotly_chart(training_curves_plotly(metrics), width="stretch")
         if not s.alive:
             figure_downloads(training_curves(metrics, title=s.name), f"{s.name}_training_curves", key=f"tr_fig_{s.name}")
-    recall = recall_table(metrics)
-    if len(recall):
+    recall = final_recalls(metrics)
+    if recall:
         st.markdown("**Recall (%) of each finished generation** (25 m)")
-        st.dataframe(recall, hide_index=True)
+        st.dataframe(pd.DataFrame(recall), hide_index=True)
 
 
 def _monitor(folder: Path) -> None:

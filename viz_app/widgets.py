@@ -58,8 +58,3 @@ def query_picker(conditions: Sequence[str] | None, a: QueryResults, b: QueryResu
 
 def _pick_random(key: str, candidates: list[int]) -> None:
     st.session_state[key] = int(np.random.default_rng().choice(candidates))
-
-
-def model_names(a_kind: str, b_kind: str) -> tuple[str, str]:
-    """Names of the two compared models in outcome lists ('SARE', 'SFRS'; generic when equal)."""
-    return (a_kind, b_kind) if a_kind != b_kind else ("baseline", "compared")

@@ -44,6 +44,14 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
     return records
 
 
+def final_recalls(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per final evaluation (end of a generation, per split): ``generation``, ``split`` and
+    ``R@N`` in % (one decimal) for each recall@N the log holds."""
+    return [{"generation": r["generation"], "split": r["split"],
+             **{f"R@{k.split('@')[1]}": round(100 * v, 1) for k, v in r.items() if k.startswith("recall@")}}
+            for r in records if r.get("event") == "eval" and r.get("final")]
+
+
 def truncate_metrics(path: str | os.PathLike, iteration: int) -> None:
     """Drop the records written after training iteration ``iteration`` (for a resume)."""
     kept = [r for r in read_metrics(path) if r.get("iteration", 0) <= iteration]
