@@ -25,3 +25,10 @@ def tiny_runs(tiny_city, tmp_path_factory) -> Path:
     sfrs = train(tiny_config(str(tiny_city), "tiny-sfrs").replace(runs_dir=str(base)), progress=False)
     export_run(sfrs, base / "tiny-sare", generations=1)
     return base
+
+
+@pytest.fixture
+def app_env(tiny_runs, monkeypatch) -> Path:
+    """The app's pages see only the tiny runs."""
+    monkeypatch.setenv("SFRS_STUDIO_RUN_DIRS", str(tiny_runs))
+    return tiny_runs

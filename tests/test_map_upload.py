@@ -7,7 +7,6 @@ import math
 import re
 import struct
 import zlib
-from pathlib import Path
 
 import numpy as np
 import piexif
@@ -23,9 +22,9 @@ from sfrs_core.figures import format_distance
 from sfrs_core.prepare import index_folder, prepared_index
 from sfrs_core.retrieval.localize import describe_photo, localize
 from sfrs_core.runs import open_run
+from tests.apptest import run_page
 from viz_app.map import LEAFLET_CSS, LEAFLET_JS, Pin, PinSet, retrieval_map
 
-ROOT = Path(__file__).resolve().parents[1]
 ONLINE = re.compile(r"https?://|//cdn|unpkg")  # any absolute URL: a CDN, tiles, fonts
 BADGE = re.compile(r'class=\\"sfrs-pin\\"[^\n]*?\\u003e([^\\]+)\\u003c/div')
 
@@ -194,19 +193,6 @@ def test_retrieval_map_is_offline_and_pins_share_spots():
 
 
 # --------------------------------------------------------------------------- pages
-@pytest.fixture
-def app_env(tiny_runs, monkeypatch):
-    monkeypatch.setenv("SFRS_STUDIO_RUN_DIRS", str(tiny_runs))
-    return tiny_runs
-
-
-def _app(page: str) -> AppTest:
-    at = AppTest.from_file(str(ROOT / page), default_timeout=120)
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
 def _map_args(at: AppTest) -> dict:
     (component,) = [e for e in at.main if e.type == "component_instance"]
     return json.loads(component.proto.json_args)
@@ -217,7 +203,7 @@ def _spots(latlon: np.ndarray, ids: np.ndarray) -> int:
 
 
 def test_map_page_shows_both_models_pins_offline(app_env):
-    at = _app("app_pages/map.py")
+    at = run_page("app_pages/map.py")
     q = at.selectbox(key="map_query").value
     k = at.slider(key="map_k").value
     assert (q, k) == (0, 5)
@@ -244,7 +230,7 @@ def test_map_page_shows_both_models_pins_offline(app_env):
 
 
 def test_upload_page_without_a_photo_shows_the_uploader(app_env):
-    at = _app("app_pages/upload.py")
+    at = run_page("app_pages/upload.py")
     uploader = at.file_uploader(key="upload_file")
     assert {"jpg", "png"} <= {t.lstrip(".") for t in uploader.allowed_type}
     assert "Upload a street-level photo" in at.info[0].value
@@ -253,7 +239,7 @@ def test_upload_page_without_a_photo_shows_the_uploader(app_env):
 @pytest.mark.parametrize("case", ["empty", "random bytes", "truncated JPEG", "huge header"])
 def test_upload_page_explains_a_bad_file(app_env, case):
     data, message = BAD_FILES[case]
-    at = _app("app_pages/upload.py")
+    at = run_page("app_pages/upload.py")
     at.file_uploader(key="upload_file").set_value((f"{case}.png", data, "image/png"))
     at.run()
     assert not at.exception, [e.value for e in at.exception]
@@ -266,7 +252,7 @@ def test_upload_page_localizes_a_photo_and_measures_the_error(app_env):
     split = load_dataset(run.data)["test"]
     q = 6
     data, (lat, lon) = _query_upload(split, q)
-    at = _app("app_pages/upload.py")
+    at = run_page("app_pages/upload.py")
     at.file_uploader(key="upload_file").set_value((f"query{q}.jpg", data, "image/jpeg"))
     at.slider(key="upload_k").set_value(4)
     at.run()

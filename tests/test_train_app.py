@@ -18,6 +18,7 @@ from streamlit.testing.v1 import AppTest
 from sfrs_core.training import RunExistsError
 from sfrs_core.training.background import (TrainingBusyError, job_status, list_jobs, pid_alive,
                                            running_job, start_training, stop_training, wait_for)
+from tests.apptest import run_page
 from viz_app.jobs import TrainOptions, parse_temperatures
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,13 +34,6 @@ def train_dir(tmp_path, monkeypatch) -> Path:
     for s in list_jobs(folder):
         if s.alive:
             stop_training(s.path, force=True)
-
-
-def _page(path: str) -> AppTest:
-    at = AppTest.from_file(str(ROOT / path), default_timeout=60)
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
 
 
 def _button(at: AppTest, label: str):
@@ -101,7 +95,7 @@ def test_start_refuse_stop_from_sidebar_and_resume_from_page(train_dir, tiny_cit
         start_training(train_dir, "two", args)
     s = wait_for(run, ("running",), 60)  # the trainer holds the run (stopping now is a stop during its set-up)
     # the sidebar of another page shows the job and stops it
-    at = _page("app_pages/overview.py")
+    at = run_page("app_pages/overview.py", timeout=60)
     assert any("one" in m.value for m in at.sidebar.markdown)
     at.button(key="tp_stop").click().run()
     assert not at.exception
@@ -112,7 +106,7 @@ def test_start_refuse_stop_from_sidebar_and_resume_from_page(train_dir, tiny_cit
     with pytest.raises(RunExistsError, match="already exists"):
         start_training(train_dir, "one", args)
     # the Train page offers Resume; the run then goes to its end
-    at = _page("app_pages/train.py")
+    at = run_page("app_pages/train.py", timeout=60)
     _button(at, "Resume").click().run()
     assert not at.exception
     s = wait_for(run, ENDED, 180)
@@ -121,7 +115,7 @@ def test_start_refuse_stop_from_sidebar_and_resume_from_page(train_dir, tiny_cit
 
 
 def test_train_page_trains_tiny_preset_and_overview_lists_the_run(train_dir, tiny_city):
-    at = _page("app_pages/train.py")
+    at = run_page("app_pages/train.py", timeout=60)
     assert at.selectbox(key="tr_preset").value == "tiny"
     at.selectbox(key="tr_data").set_value("Another path…").run()
     at.text_input(key="tr_data_path").input("/no/such/dataset").run()
@@ -140,7 +134,7 @@ def test_train_page_trains_tiny_preset_and_overview_lists_the_run(train_dir, tin
     assert any("'app-tiny' is being trained" in e.value for e in at.error)
     assert not (train_dir / "second").exists()
     # the sidebar of another page follows the job
-    other = _page("app_pages/overview.py")
+    other = run_page("app_pages/overview.py", timeout=60)
     assert any("app-tiny" in m.value for m in other.sidebar.markdown)
     s = wait_for(run, ENDED, 240)
     assert s.state == "finished", s.log_tail()
@@ -148,7 +142,7 @@ def test_train_page_trains_tiny_preset_and_overview_lists_the_run(train_dir, tin
     assert not at.exception
     assert at.selectbox(key="tr_watch").value == "app-tiny"
     assert at.dataframe[-1].value["state"].tolist() == ["finished"]
-    overview = _page("app_pages/overview.py")
+    overview = run_page("app_pages/overview.py", timeout=60)
     table = overview.dataframe[0].value
     assert set(table["run"]) == {"app-tiny"} and sorted(table["generation"]) == [0, 1]
 
