@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError
-from ..io import atomic_path, atomic_write_bytes, atomic_write_json  # noqa: F401 - re-exported
+from ..io import atomic_path
 from ..models.model import ModelConfig, NetVLADModel, build_model
 from ..models.openibl import is_openibl_state_dict, load_openibl
 
