@@ -247,6 +247,34 @@ def test_upload_page_explains_a_bad_file(app_env, case):
     assert not at.metric
 
 
+def _convertible(case: str) -> bytes:
+    if case == "cmyk":
+        return _encode(_halves().convert("CMYK"), "JPEG")
+    if case == "16-bit":
+        return _encode(Image.fromarray(np.tile(np.arange(0, 60_000, 1000, dtype=np.uint16), (40, 1))), "PNG")
+    if case == "alpha":
+        return _encode(_halves().convert("RGBA"), "PNG")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return _encode(_halves(), "JPEG", quality=95, exif=exif.tobytes())
+
+
+@pytest.mark.parametrize("case, note", [
+    ("cmyk", "CMYK colours were converted to RGB"),
+    ("16-bit", "16-bit values were scaled to 8 bits"),
+    ("alpha", "transparent areas were filled with white"),
+    ("rotated", "turned upright following its EXIF orientation (tag value 6)"),
+])
+def test_upload_page_converts_an_unusual_photo_and_says_so(app_env, case, note):
+    at = run_page("app_pages/upload.py")
+    at.file_uploader(key="upload_file").set_value((f"{case}.png", _convertible(case), "image/png"))
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error
+    assert at.info[0].value == f"{case}.png: {note}."  # (a note on the missing GPS may follow)
+    assert len(at.metric) == 2  # localized by both models all the same
+
+
 def test_upload_page_localizes_a_photo_and_measures_the_error(app_env):
     run = open_run(app_env / "tiny-sfrs")
     split = load_dataset(run.data)["test"]
