@@ -265,8 +265,8 @@ def live_view(s: JobStatus) -> None:
     metrics = run_metrics(Run(s.path))  # re-read only when the log changed
     if any(r.get("event") == "step" for r in metrics):
         st.plotly_chart(training_curves_plotly(metrics), width="stretch")
-        if not s.alive:
-            figure_downloads(training_curves(metrics, title=s.name), f"{s.name}_training_curves", key=f"tr_fig_{s.name}")
+        figure_downloads(lambda: training_curves(metrics, title=s.name), f"{s.name}_training_curves",
+                         key=f"tr_fig_{s.name}")  # drawn only when a button is clicked: cheap while live
     recall = final_recalls(metrics)
     if recall:
         st.markdown("**Recall (%) of each finished generation** (25 m)")
