@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from sfrs_core.data import ImageSet, PlaceSplit
-from sfrs_core.training.mining import MiningConfig, TupleMiner
+from sfrs_core.training.mining import MiningConfig, TupleMiner, promoted_first
+from sfrs_core.training.rerank import JaccardReranker
 
 
 def _split(seed: int = 0, n_db: int = 300, n_q: int = 40) -> PlaceSplit:
@@ -38,8 +39,9 @@ def test_mined_tuples_respect_the_radii_and_the_ranking(rerank):
         assert t.easiest == gps_pos[np.argmax(sims[gps_pos])]
         pool = gps_pos[np.argsort(-sims[gps_pos])][:6]
         assert set(t.positives) <= set(pool)
-        if not rerank:
-            np.testing.assert_array_equal(t.positives, np.resize(pool, 4))
+        assert 1 <= len(t.positives) <= 4 and len(set(t.positives)) == len(t.positives)  # no repeats
+        if not rerank:  # nothing moves: the first pos_num of the pool (fewer when the query has fewer)
+            np.testing.assert_array_equal(t.positives, pool[:4])
 
 
 def test_hard_negatives_are_the_most_similar_of_pool_and_cache():
@@ -67,3 +69,44 @@ def test_negative_pool_excludes_everything_within_25m():
     for q in range(5):
         pool = miner.negative_pool(q, np.random.default_rng(q))
         assert set(pool) == set(np.flatnonzero(dist[q] > 25.0))
+
+
+def test_promoted_first_by_hand():
+    """OpenIBL's choice: promoted positives (most first), then unmoved ones, demoted dropped."""
+    # pool order 0..5; re-ranked order [2, 0, 1, 5, 3, 4]: 2 and 5 each rise 2 places, the rest fall
+    dist = np.empty(6)
+    dist[[2, 0, 1, 5, 3, 4]] = np.arange(6)
+    np.testing.assert_array_equal(promoted_first(dist, 10), [2, 5])
+    # re-ranked [0, 3, 2, 1]: 3 rises 2, 0 and 2 stay, 1 falls
+    dist = np.empty(4)
+    dist[[0, 3, 2, 1]] = np.arange(4)
+    np.testing.assert_array_equal(promoted_first(dist, 10), [3, 0, 2])
+    np.testing.assert_array_equal(promoted_first(dist, 2), [3, 0])  # cut to k
+    # larger rises come first: re-ranked [4, 0, 3, 1, 2] -> 4 rises 4, 3 rises 1
+    dist = np.empty(5)
+    dist[[4, 0, 3, 1, 2]] = np.arange(5)
+    np.testing.assert_array_equal(promoted_first(dist, 10), [4, 3])
+    # nothing moves: all kept in order, cut to k
+    np.testing.assert_array_equal(promoted_first(np.arange(7.0), 5), [0, 1, 2, 3, 4])
+
+
+def test_reranked_positives_use_openibls_population_and_choice():
+    """Re-ranking runs over the trainable queries (those with a positive) and the database only;
+    the picks equal promoted_first on a Jaccard re-ranker fitted on that population by hand."""
+    split = _split(5)
+    far = np.array([[510_000.0, 4_010_000.0]])  # a query with no database image within 10 m
+    split.queries.utm[-1] = far
+    rng = np.random.default_rng(6)
+    db_desc, q_desc = _unit(rng.normal(size=(300, 16))), _unit(rng.normal(size=(40, 16)))
+    cfg = MiningConfig(pos_num=3, pos_pool=8, neg_num=5, neg_pool=50, rerank_k1=8)
+    miner = TupleMiner(split, cfg)
+    assert 39 not in miner.trainable
+    miner.refresh(db_desc, q_desc, rerank=True)
+    population = np.concatenate([q_desc[miner.trainable], db_desc])
+    assert len(miner.reranker.features) == len(miner.trainable) + 300
+    reference = JaccardReranker.fit(population, k1=8)
+    for row, q in enumerate(miner.trainable[:15]):
+        ranked = miner.ranked_positives(int(q))
+        pool = ranked[:8]
+        d = reference.distance(np.full(len(pool), row), len(miner.trainable) + pool)
+        np.testing.assert_array_equal(miner.difficult_positives(int(q), ranked), pool[promoted_first(d, 3)])

@@ -3,14 +3,19 @@
 For a training query q (positives: database images within 10 m; negatives: farther than 25 m):
 
 * easiest positive ``p*``: the GPS-positive ranked first by the current model;
-* ``pos_num`` difficult positives: the ``pos_pool`` GPS-positives ranked best by the model,
-  re-ranked by k-reciprocal Jaccard distance from generation 1 on, the first ``pos_num`` kept
-  (repeated cyclically when a query has fewer positives);
+* up to ``pos_num`` difficult positives, picked as OpenIBL's sampler picks them: the
+  ``pos_pool`` GPS-positives ranked best by the model are re-ranked by k-reciprocal Jaccard
+  distance (from generation 1 on); the positives the re-ranking *promotes* come first (most
+  promoted first), then those it leaves in place, up to ``pos_num``. Demoted positives are
+  dropped, so a query may get fewer than ``pos_num``; the soft loss masks the missing entries.
+  Without re-ranking nothing moves and the first ``pos_num`` of the pool are kept;
 * ``neg_num`` hard negatives: the most similar among a random pool of ``neg_pool`` negatives
-  united with the query's negatives of the previous epoch (the negative cache).
+  united with the query's negatives of its previous visit (the negative cache, which persists
+  across epochs and generations, as OpenIBL's sampler object does).
 
 Similarities come from descriptors the trainer re-extracts every ``cache_size`` queries. Only
-query-to-candidate products are computed; the Jaccard re-ranking uses a sparse kNN graph.
+query-to-candidate products are computed; the Jaccard re-ranking uses a sparse kNN graph over
+OpenIBL's population: the trainable queries (those with a positive) and the whole database.
 """
 from __future__ import annotations
 
@@ -43,8 +48,25 @@ class TrainingTuple:
 
     query: int
     easiest: int
-    positives: np.ndarray  # (pos_num,)
+    positives: np.ndarray  # (<= pos_num,) difficult positives, at least one
     negatives: np.ndarray  # (neg_num,)
+
+
+def promoted_first(reranked_distance: np.ndarray, k: int) -> np.ndarray:
+    """OpenIBL's choice of difficult positives from a pool ranked by the model.
+
+    ``reranked_distance[r]`` is the re-ranked distance of the pool's r-th positive. Each
+    positive's move is its new rank minus its old one; the promoted (move < 0) come first, most
+    promoted first (ties: better new rank first), then the unmoved (move = 0) by rank; demoted
+    ones are dropped. Returns up to ``k`` positions into the pool (always at least one: the new
+    first was never demoted).
+    """
+    new_order = np.argsort(reranked_distance, kind="stable")  # new rank -> old position
+    move = np.arange(len(new_order)) - new_order  # new rank - old rank, per new rank
+    promoted = np.flatnonzero(move < 0)
+    promoted = promoted[np.argsort(move[promoted], kind="stable")]
+    unmoved = np.flatnonzero(move == 0)
+    return new_order[np.concatenate([promoted, unmoved])[:k]]
 
 
 class TupleMiner:
@@ -71,9 +93,11 @@ class TupleMiner:
         self.q_desc = np.ascontiguousarray(q_desc, dtype=np.float32)
         self.reranker = None
         if rerank:
-            # Graph over all training images, queries first then database, as one feature set.
-            both = np.concatenate([self.q_desc, self.db_desc])
+            # One population as OpenIBL's: the trainable queries, then the whole database.
+            both = np.concatenate([self.q_desc[self.trainable], self.db_desc])
             self.reranker = JaccardReranker.fit(both, self.cfg.rerank_k1, self.cfg.rerank_k2, self.cfg.rerank_lambda)
+            self._population_row = np.full(len(self.q_desc), -1, dtype=np.int64)
+            self._population_row[self.trainable] = np.arange(len(self.trainable))
 
     def ranked_positives(self, q: int) -> np.ndarray:
         """GPS-positives of query ``q``, most similar first (ties: nearer first)."""
@@ -82,13 +106,13 @@ class TupleMiner:
         return pos[np.argsort(-sims, kind="stable")]
 
     def difficult_positives(self, q: int, ranked: np.ndarray) -> np.ndarray:
-        """``pos_num`` positives from the top ``pos_pool`` (Jaccard re-ranked when enabled)."""
+        """Up to ``pos_num`` positives of the top ``pos_pool``: see :func:`promoted_first`."""
         pool = ranked[: self.cfg.pos_pool]
-        if self.reranker is not None:
-            n_q = len(self.q_desc)
-            dist = self.reranker.distance(np.full(len(pool), q), n_q + pool)
-            pool = pool[np.argsort(dist, kind="stable")]
-        return np.resize(pool, self.cfg.pos_num)  # cyclic repeat when fewer
+        if self.reranker is None:
+            return pool[: self.cfg.pos_num]
+        n_pop_q = len(self.trainable)
+        dist = self.reranker.distance(np.full(len(pool), self._population_row[q]), n_pop_q + pool)
+        return pool[promoted_first(dist, self.cfg.pos_num)]
 
     def negative_pool(self, q: int, rng: np.random.Generator) -> np.ndarray:
         """``neg_pool`` random database images farther than ``neg_radius_m`` from query ``q``."""

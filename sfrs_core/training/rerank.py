@@ -1,11 +1,17 @@
 """k-reciprocal Jaccard distance (Zhong et al., CVPR 2017) for chosen pairs, without N×N matrices.
 
-The distance between images i and j is ``(1 - λ)·d_J(i, j) + λ·d(i, j)`` with
-``d = 2 - 2·<f_i, f_j>`` (squared L2 of unit descriptors) and ``d_J`` the Jaccard distance of
-their k-reciprocal neighbour vectors. Those vectors come from a faiss kNN graph (k1 + 1
-neighbours per image) and are stored sparse, so memory grows with N·k1, not N². Zhong et al.
-also divide ``d`` by each column's maximum, which needs the dense matrix; for unit descriptors
-``d`` is bounded by 4 and we leave it unscaled.
+The distances are those of OpenIBL's ``re_ranking`` call in its SFRS sampler update: the input
+is the squared Euclidean distance ``D(i, j) = 2 - 2·<f_i, f_j>`` of unit descriptors, which
+``re_ranking`` squares again and scales row by row (each probe's row divided by its largest
+entry, the "column max" of the symmetric matrix):
+
+    T(i, j) = D(i, j)² / max_k D(i, k)²,
+
+the max over every image of the population. The re-ranked distance is
+``(1 - λ)·d_J(i, j) + λ·T(i, j)`` with ``d_J`` the Jaccard distance of k-reciprocal neighbour
+vectors weighted by ``exp(-T)``. The neighbour lists come from a faiss kNN graph (k1 + 1
+neighbours per image: ``T``'s row order is ``D``'s), each row's maximum from one faiss search for
+the *least* similar image, and the vectors are stored sparse, so memory grows with N·k1, not N².
 """
 from __future__ import annotations
 
@@ -25,16 +31,35 @@ def knn_graph(features: np.ndarray, k: int) -> np.ndarray:
     return ids
 
 
+def row_max_distance(features: np.ndarray) -> np.ndarray:
+    """``max_k D(i, k)²`` per row, ``D = 2 - 2·<f_i, f_k>``: one search for the least similar image."""
+    feats = np.ascontiguousarray(features, dtype=np.float32)
+    index = faiss.IndexFlatIP(feats.shape[1])
+    index.add(feats)
+    neg_min_sim, _ = index.search(-feats, 1)  # max_k <-f_i, f_k> = -min_k <f_i, f_k>
+    far = np.maximum(2.0 + 2.0 * neg_min_sim[:, 0].astype(np.float64), 0.0)
+    return np.maximum(far**2, 1e-12)
+
+
+def transformed_distance(features: np.ndarray, row_max: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """``T(i, j)`` of the module docstring for index arrays ``i`` and ``j``."""
+    sims = np.einsum("nd,nd->n", features[i].astype(np.float64), features[j].astype(np.float64))
+    d = np.maximum(2.0 - 2.0 * sims, 0.0)
+    return d**2 / row_max[i]
+
+
 def _k_reciprocal(ids: np.ndarray, i: int, k: int) -> np.ndarray:
     forward = ids[i, : k + 1]
     backward = ids[forward, : k + 1]
     return forward[(backward == i).any(axis=1)]
 
 
-def k_reciprocal_vectors(features: np.ndarray, k1: int = 20, k2: int = 1) -> sp.csr_matrix:
+def k_reciprocal_vectors(features: np.ndarray, k1: int = 20, k2: int = 1,
+                         row_max: np.ndarray | None = None) -> sp.csr_matrix:
     """Row-normalised, sparse k-reciprocal neighbour vectors ``V`` (N × N, about N·k1 entries)."""
     feats = np.asarray(features, dtype=np.float32)
     n = len(feats)
+    row_max = row_max_distance(feats) if row_max is None else row_max
     ids = knn_graph(feats, k1 + 1)
     half = int(np.around(k1 / 2))
     rows, cols, vals = [], [], []
@@ -46,8 +71,7 @@ def k_reciprocal_vectors(features: np.ndarray, k1: int = 20, k2: int = 1) -> sp.
             if len(np.intersect1d(cand, base)) > 2.0 / 3.0 * len(cand):
                 expanded = np.append(expanded, cand)
         expanded = np.unique(expanded)
-        dist = 2.0 - 2.0 * (feats[expanded] @ feats[i])
-        weight = np.exp(-dist)
+        weight = np.exp(-transformed_distance(feats, row_max, np.full(len(expanded), i), expanded))
         rows.append(np.full(len(expanded), i))
         cols.append(expanded)
         vals.append(weight / weight.sum())
@@ -61,23 +85,24 @@ def k_reciprocal_vectors(features: np.ndarray, k1: int = 20, k2: int = 1) -> sp.
 
 @dataclass
 class JaccardReranker:
-    """k-reciprocal re-ranking distances for pairs of images of one feature set."""
+    """k-reciprocal re-ranking distances for pairs of images of one feature set (the population)."""
 
     features: np.ndarray
     V: sp.csr_matrix
+    row_max: np.ndarray
     lam: float = 0.1
 
     @classmethod
     def fit(cls, features: np.ndarray, k1: int = 20, k2: int = 1, lam: float = 0.1) -> "JaccardReranker":
         """Build the k-reciprocal vectors of ``features`` (L2-normalised rows)."""
         feats = np.ascontiguousarray(features, dtype=np.float32)
-        return cls(feats, k_reciprocal_vectors(feats, k1, k2), lam)
+        row_max = row_max_distance(feats)
+        return cls(feats, k_reciprocal_vectors(feats, k1, k2, row_max), row_max, lam)
 
     def distance(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-        """Re-ranked distance between images ``i[t]`` and ``j[t]`` for every t."""
+        """Re-ranked distance from image ``i[t]`` (the probe) to image ``j[t]`` for every t."""
         i = np.asarray(i, dtype=np.int64)
         j = np.asarray(j, dtype=np.int64)
         overlap = np.asarray(self.V[i].minimum(self.V[j]).sum(axis=1)).ravel()
         jaccard = 1.0 - overlap / (2.0 - overlap)
-        original = 2.0 - 2.0 * np.einsum("nd,nd->n", self.features[i], self.features[j])
-        return (1.0 - self.lam) * jaccard + self.lam * original
+        return (1.0 - self.lam) * jaccard + self.lam * transformed_distance(self.features, self.row_max, i, j)
