@@ -53,16 +53,56 @@ def test_triplet_by_hand():
     # unit vectors: d = sqrt(2 - 2 sim)
     d = lambda s: math.sqrt(2 - 2 * s)  # noqa: E731
     pairs = [(0.8, 0.9), (0.8, 0.0), (0.5, 0.5), (0.5, -1.0)]
-    expected = sum(max(0.0, d(sp) - d(sn) + 0.1) for sp, sn in pairs) / 4
-    assert expected == pytest.approx((0.632456 - 0.447214 + 0.1 + 0.1) / 4, abs=1e-6)
+    # OpenIBL's margin: --margin 0.1 trained as sqrt(0.1) = 0.316228 on non-squared distances
+    assert L.TRIPLET_MARGIN == pytest.approx(0.316228, abs=1e-6)
+    expected = sum(max(0.0, d(sp) - d(sn) + math.sqrt(0.1)) for sp, sn in pairs) / 4
+    assert expected == pytest.approx((0.632456 - 0.447214 + 0.316228 + 0.316228) / 4, abs=1e-6)
     assert L.triplet_loss(q, p, negs).item() == pytest.approx(expected, abs=1e-9)
-    # squared distances (NetVLAD paper): (0.4 - 0.2 + 0.1) and (1 - 1 + 0.1), others inactive
-    assert L.triplet_loss(q, p, negs, squared=True).item() == pytest.approx(0.4 / 4, abs=1e-9)
-    # matches torch's own triplet margin loss (what OpenIBL calls), up to its 1e-6 eps
+    assert L.triplet_loss(q, p, negs, margin=0.1).item() == pytest.approx(
+        (0.632456 - 0.447214 + 0.1 + 0.1) / 4, abs=1e-6)
+    # squared distances (NetVLAD paper, margin 0.1): (0.4 - 0.2 + 0.1) and (1 - 1 + 0.1), others inactive
+    assert L.triplet_loss(q, p, negs, margin=0.1, squared=True).item() == pytest.approx(0.4 / 4, abs=1e-9)
+    # matches torch's own triplet margin loss with OpenIBL's arguments, up to its 1e-6 eps
     qq = q.unsqueeze(1).expand_as(negs).reshape(-1, 3)
     pp = p.unsqueeze(1).expand_as(negs).reshape(-1, 3)
-    ref = torch.nn.functional.triplet_margin_loss(qq, pp, negs.reshape(-1, 3), margin=0.1)
+    ref = torch.nn.functional.triplet_margin_loss(qq, pp, negs.reshape(-1, 3), margin=0.1**0.5, p=2)
     assert L.triplet_loss(q, p, negs).item() == pytest.approx(ref.item(), abs=1e-5)
+
+
+def test_sare_euclidean_logits_by_hand():
+    """OpenIBL's SARE baseline: logits -||q - x||^2 = 2 sim - 2, no temperature."""
+    q, p, negs = _tiny()
+    ind = [math.log(1 + math.exp((2 * sn - 2) - (2 * sp - 2))) for sp, sn in
+           [(0.8, 0.9), (0.8, 0.0), (0.5, 0.5), (0.5, -1.0)]]
+    assert sum(ind) / 4 == pytest.approx((0.7981 + 0.1839 + 0.6931 + 0.0486) / 4, abs=1e-4)
+    assert L.sare_ind_loss(q, p, negs, similarity="euclidean").item() == pytest.approx(sum(ind) / 4, abs=1e-9)
+    joint = (math.log(1 + math.exp(0.2) + math.exp(-1.6)) + math.log(1 + 1 + math.exp(-3.0))) / 2
+    assert L.sare_joint_loss(q, p, negs, similarity="euclidean").item() == pytest.approx(joint, abs=1e-9)
+    assert L.hard_loss("sare_ind", q, p, negs, similarity="euclidean") == L.sare_ind_loss(q, p, negs, similarity="euclidean")
+    with pytest.raises(ValueError, match="unknown similarity"):
+        L.sare_ind_loss(q, p, negs, similarity="cosine")
+
+
+def test_masked_soft_loss_equals_the_loss_over_valid_entries_only():
+    """A query with fewer positives: its padded entries take no part in either softmax."""
+    g = torch.Generator().manual_seed(0)
+    s = torch.randn(2, 3 * 9, generator=g, dtype=torch.float64, requires_grad=True)
+    t = torch.randn(2, 3 * 9, generator=g, dtype=torch.float64)
+    mask = torch.ones(2, 27, dtype=torch.bool)
+    mask[1, 18:] = False  # query 1 has 2 positives of 3
+    got = L.soft_region_loss(s, t, 0.06, 0.07, mask=mask)
+
+    def ce(ss, tt):
+        return -(torch.softmax(tt / 0.06, -1) * torch.log_softmax(ss / 0.07, -1)).sum()
+
+    expected = (ce(s[0], t[0]) + ce(s[1, :18], t[1, :18])) / 2
+    assert got.item() == pytest.approx(expected.item(), abs=1e-12)
+    got.backward()
+    assert torch.isfinite(s.grad).all() and (s.grad[1, 18:] == 0).all()
+    # an all-valid mask is the unmasked loss
+    full = torch.ones_like(mask)
+    assert L.soft_region_loss(s, t, 0.06, 0.07, mask=full).item() == pytest.approx(
+        L.soft_region_loss(s, t, 0.06, 0.07).item(), abs=1e-12)
 
 
 def test_hard_loss_dispatch():
