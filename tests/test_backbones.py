@@ -61,14 +61,15 @@ def test_vgg16_as_in_the_paper():
     # features can be negative: nothing rectifies the output
     with torch.no_grad():
         assert (net(torch.randn(1, 3, 32, 32)) < 0).any()
-    assert net.normalization is B.MATCONVNET
+    # torchvision's ImageNet VGG16 (or a random init) takes ImageNet mean/std, not MatConvNet scaling
+    assert net.normalization is B.IMAGENET
 
 
 def test_normalizations():
     pixel = torch.full((1, 3, 2, 2), 128 / 255)
-    mc = B.MATCONVNET(pixel)[0, :, 0, 0]
-    # MatConvNet: value in 0..255 minus mean*255, no std division
-    torch.testing.assert_close(mc, torch.tensor([128 - 0.485 * 255, 128 - 0.458 * 255, 128 - 0.408 * 255]))
+    mc = B.MATCONVNET(torch.full((1, 3, 2, 2), 128 / 255, dtype=torch.float64))[0, :, 0, 0]
+    # MatConvNet: value in 0..255 minus OpenIBL's exact mean*255 (123.68, 116.779, 103.939), no std division
+    torch.testing.assert_close(mc, torch.tensor([128 - 123.68, 128 - 116.779, 128 - 103.939], dtype=torch.float64))
     inet = B.IMAGENET(pixel[0])[:, 0, 0]
     expected = (128 / 255 - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225])
     torch.testing.assert_close(inet, expected)
@@ -123,3 +124,31 @@ def test_mobilenet_v2_imagenet_weights_load_offline(no_download):
     assert net.body[1].conv[0][1].running_var.mean() != pytest.approx(1.0, abs=0.05)
     # a second build uses the cached file (and still downloads nothing)
     assert B.build_backbone("mobilenet_v2").pretrained_loaded
+
+
+def test_trunk_weights_file_loads_matconvnet_vgg16_with_its_normalisation(tmp_path):
+    """--trunk-weights: OpenIBL's MatConvNet VGG16 file (``base.<i>.*`` keys) -> our body, MatConvNet input."""
+    from sfrs_core.errors import CheckpointError
+
+    source = B.build_backbone("vgg16", pretrained=False)
+    state = {f"base.{k}": v.clone() + 1.0 for k, v in source.body.state_dict().items()}
+    path = tmp_path / "vd16_offtheshelf_conv5_3_max.pth"
+    torch.save(state, path)
+    net = B.build_backbone("vgg16", trunk_weights=str(path))
+    assert net.normalization is B.MATCONVNET and net.pretrained_loaded
+    for k, v in net.body.state_dict().items():
+        torch.testing.assert_close(v, state[f"base.{k}"])
+    # an explicit input_norm still wins; without pretrained the file is not read (checkpoint rebuild)
+    assert B.build_backbone("vgg16", trunk_weights=str(path), input_norm="imagenet").normalization is B.IMAGENET
+    assert B.build_backbone("vgg16", pretrained=False, trunk_weights=str(tmp_path / "gone.pth")).normalization is B.IMAGENET
+    bad = dict(state)
+    bad.pop("base.28.bias")
+    torch.save(bad, tmp_path / "missing.pth")
+    with pytest.raises(CheckpointError, match="missing key '28.bias'"):
+        B.build_backbone("vgg16", trunk_weights=str(tmp_path / "missing.pth"))
+    bad = dict(state, **{"base.0.weight": torch.zeros(3, 3)})
+    torch.save(bad, tmp_path / "shape.pth")
+    with pytest.raises(CheckpointError, match=r"'base.0.weight' has shape \(3, 3\), expected \(64, 3, 3, 3\)"):
+        B.build_backbone("vgg16", trunk_weights=str(tmp_path / "shape.pth"))
+    with pytest.raises(CheckpointError, match="not found"):
+        B.build_backbone("vgg16", trunk_weights=str(tmp_path / "gone.pth"))

@@ -17,16 +17,20 @@ order); everything before it has ``requires_grad=False``. ``"none"`` freezes the
 With ``freeze_bn`` (default) every BatchNorm keeps its running statistics (eval mode even while
 the model trains): training tuples are small and strongly correlated batches.
 
-Input normalisation is a property of the trunk's weights, exposed as ``Backbone.normalization``
-(a :class:`Normalization` to apply to images scaled to [0, 1], e.g. after ``ToTensor``):
-``vgg16`` uses MatConvNet's (pixel values 0-255 minus mean (0.485, 0.458, 0.408) x 255, no std
-division; what the paper's and OpenIBL's weights expect), the other trunks torchvision's ImageNet
-mean/std. ``input_norm`` overrides it (e.g. ``"imagenet"`` for vgg16 with torchvision weights).
+Input normalisation follows the trunk's *weights*, not its name, and is exposed as
+``Backbone.normalization`` (a :class:`Normalization` to apply to images scaled to [0, 1]):
+torchvision's ImageNet weights (every trunk's default) take ImageNet mean/std; MatConvNet-converted
+VGG16 weights (``trunk_weights=FILE``: the off-the-shelf NetVLAD VGG16 OpenIBL initialises from,
+and OpenIBL's released models) take pixel values 0-255 minus OpenIBL's exact means
+(0.48501960784313836, 0.4579568627450961, 0.4076039215686255) x 255, no std division.
+``input_norm`` overrides the choice.
 
 Weights: mobilenet_v2's shipped checkpoint is copied (after a SHA-256 check) into torch's hub
 cache and loaded through torchvision's standard ``weights=`` API. Other ImageNet weights are used
 only when already in the hub cache, or when the caller passes ``allow_download=True``; otherwise
-the trunk is randomly initialised and one log line says so.
+the trunk is randomly initialised and one log line says so. ``trunk_weights`` names a local state
+dict of the trunk's layers (keys ``<i>.weight`` as ``body``'s, optionally prefixed ``base.``,
+``features.`` or ``module.``), read with ``weights_only=True``; it replaces the ImageNet weights.
 """
 from __future__ import annotations
 
@@ -70,8 +74,9 @@ class Normalization:
         return torchvision.transforms.Normalize(mean=list(self.mean), std=list(self.std))
 
 
-# MatConvNet: x*255 - mean*255 == (x - mean) / (1/255)
-MATCONVNET = Normalization("matconvnet", (0.485, 0.458, 0.408), (1 / 255, 1 / 255, 1 / 255))
+# MatConvNet: x*255 - mean*255 == (x - mean) / (1/255), with OpenIBL's exact means
+MATCONVNET = Normalization(
+    "matconvnet", (0.48501960784313836, 0.4579568627450961, 0.4076039215686255), (1 / 255, 1 / 255, 1 / 255))
 IMAGENET = Normalization("imagenet", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 NORMALIZATIONS = {n.name: n for n in (MATCONVNET, IMAGENET)}
 
@@ -254,12 +259,42 @@ def _mobilenet_v2(cut: str, pretrained: bool, allow_download: bool) -> tuple[nn.
     return nn.Sequential(*list(net.features.children())[:n]), state is not None
 
 
+def load_trunk_weights(body: nn.Sequential, path: str | os.PathLike) -> None:
+    """Load a local state dict of the trunk's layers into ``body`` (see the module docstring)."""
+    from ..errors import CheckpointError
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: trunk weights file not found") from None
+    except Exception as err:  # noqa: BLE001 - a pickle with code, a truncated file ...
+        raise CheckpointError(f"{path}: not a readable state dict ({type(err).__name__})") from None
+    state = state.get("state_dict", state) if isinstance(state, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: not a state dict of tensors")
+    ours = body.state_dict()
+    mapped = {}
+    for key, value in state.items():
+        name = key
+        for prefix in ("module.", "base_model.", "base.", "features."):
+            name = name.removeprefix(prefix)
+        if name not in ours:
+            raise CheckpointError(f"{path}: unexpected key {key!r} for this trunk (its layers are {list(ours)[:2]}...)")
+        if value.shape != ours[name].shape:
+            raise CheckpointError(f"{path}: {key!r} has shape {tuple(value.shape)}, expected {tuple(ours[name].shape)}")
+        mapped[name] = value
+    missing = sorted(set(ours) - set(mapped), key=list(ours).index)
+    if missing:
+        raise CheckpointError(f"{path}: missing key {missing[0]!r} ({len(missing)} missing)")
+    body.load_state_dict(mapped)
+
+
 # name -> (default cut, {cut: (channels, stride)}, stages, default train_from, normalisation)
 _SPECS: dict[str, tuple[str, dict[str, tuple[int, int]], dict[str, int], dict[str, str], Normalization]] = {
     "vgg16": (
         "conv5_3", {"conv5_3": (512, 16)},
         {"conv1": 0, "conv2": 5, "conv3": 10, "conv4": 17, "conv5": 24},
-        {"conv5_3": "conv5"}, MATCONVNET,
+        {"conv5_3": "conv5"}, IMAGENET,
     ),
     "resnet18": (
         "layer3", {"layer3": (256, 16), "layer4": (512, 32)},
@@ -296,23 +331,31 @@ def build_backbone(
     freeze_bn: bool = True,
     input_norm: str | None = None,
     allow_download: bool = False,
+    trunk_weights: str | os.PathLike | None = None,
 ) -> Backbone:
-    """Build a trunk (see the module docstring for names, cuts, freezing and weights)."""
+    """Build a trunk (see the module docstring for names, cuts, freezing, weights and normalisation)."""
     cuts = trunk_cuts(trunk)
     default_cut, _, stages, default_train_from, norm = _SPECS[trunk]
     cut = cut or default_cut
     if cut not in cuts:
         raise ValueError(f"{trunk}: unknown cut {cut!r}; choose one of {list(cuts)}")
+    from_file = pretrained and trunk_weights is not None
+    if from_file and trunk == "vgg16":
+        norm = MATCONVNET  # the MatConvNet-converted VGG16 that OpenIBL initialises from
     if input_norm is not None:
         if input_norm not in NORMALIZATIONS:
             raise ValueError(f"unknown input_norm {input_norm!r}; choose one of {list(NORMALIZATIONS)}")
         norm = NORMALIZATIONS[input_norm]
+    imagenet = pretrained and not from_file
     if trunk == "vgg16":
-        body, loaded = _vgg16(pretrained, allow_download)
+        body, loaded = _vgg16(imagenet, allow_download)
     elif trunk.startswith("resnet"):
-        body, loaded = _resnet(int(trunk[len("resnet"):]), cut, pretrained, allow_download)
+        body, loaded = _resnet(int(trunk[len("resnet"):]), cut, imagenet, allow_download)
     else:
-        body, loaded = _mobilenet_v2(cut, pretrained, allow_download)
+        body, loaded = _mobilenet_v2(cut, imagenet, allow_download)
+    if from_file:
+        load_trunk_weights(body, trunk_weights)
+        loaded = True
     stages = {name: i for name, i in stages.items() if i < len(body)}
     channels, stride = cuts[cut]
     return Backbone(

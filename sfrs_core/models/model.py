@@ -17,7 +17,7 @@ unchanged, ``pca_layer.weight`` (``out x in x 1 x 1``) -> ``pca.linear.weight`` 
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -36,6 +36,9 @@ class ModelConfig:
 
     ``cut``/``train_from``/``input_norm`` of ``None`` mean the trunk's default
     (see ``sfrs_core.models.backbones``). Defaults are the paper's VGG16 configuration.
+    ``trunk_weights`` is a local state dict of the trunk (e.g. OpenIBL's MatConvNet VGG16
+    ``vd16_offtheshelf_conv5_3_max.pth``), loaded at build time when ``pretrained``.
+    Checkpoints record the resolved ``input_norm`` (see :func:`resolved_config`).
     """
 
     trunk: str = "vgg16"
@@ -47,6 +50,7 @@ class ModelConfig:
     normalize_input: bool = True
     freeze_bn: bool = True
     input_norm: str | None = None
+    trunk_weights: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict."""
@@ -76,7 +80,7 @@ class NetVLADModel(nn.Module):
         self.trunk: Backbone = build_backbone(
             config.trunk, cut=config.cut, pretrained=config.pretrained,
             train_from=config.train_from, freeze_bn=config.freeze_bn,
-            input_norm=config.input_norm, allow_download=allow_download,
+            input_norm=config.input_norm, allow_download=allow_download, trunk_weights=config.trunk_weights,
         )
         self.net_vlad = NetVLAD(config.num_clusters, self.trunk.out_channels, config.normalize_input)
         self.pca = PCAWhitening(self.vlad_dim, config.pca_dim) if config.pca_dim else None
@@ -129,6 +133,11 @@ class NetVLADModel(nn.Module):
     def init_netvlad(self, local_descs: torch.Tensor | np.ndarray, **kwargs: Any) -> float:
         """k-means initialisation of the NetVLAD layer; returns alpha."""
         return self.net_vlad.init_from_descriptors(local_descs, **kwargs)
+
+
+def resolved_config(model: NetVLADModel) -> ModelConfig:
+    """The model's config with the normalisation it actually uses written out (for checkpoints)."""
+    return replace(model.config, input_norm=model.normalization.name)
 
 
 def build_model(config: ModelConfig | dict[str, Any], *, allow_download: bool = False) -> NetVLADModel:
