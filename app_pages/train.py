@@ -11,7 +11,7 @@ from viz_app.jobs import (APP_PRESETS, TrainOptions, canonical_data, dataset_opt
 from viz_app.state import sidebar
 from viz_app.train_panel import start_job, training_monitor
 
-LOSS_NAMES = {"sare_ind": "SARE-ind (the paper's)", "sare_joint": "SARE-joint", "triplet": "triplet (margin 0.1)"}
+LOSS_NAMES = {"sare_ind": "SARE-ind (the paper's)", "sare_joint": "SARE-joint", "triplet": "triplet (margin √0.1, as OpenIBL)"}
 OTHER = "Another path…"
 
 sel = sidebar()

@@ -33,8 +33,14 @@ def _iterations(run: Path) -> list[int]:
 
 
 def test_run_writes_every_file(trained_run):
-    names = {"config.json", "metrics.jsonl", "progress.json", "init.pt", "gen0.pt", "gen1.pt", "latest.pt"}
+    names = {"config.json", "metrics.jsonl", "progress.json", "init.pt", "gen0.pt", "gen1.pt", "latest.pt",
+             "best.json", "environment.json"}
     assert names <= {p.name for p in trained_run.iterdir()}
+    from importlib.metadata import version
+
+    session = json.loads((trained_run / "environment.json").read_text())["sessions"][0]
+    assert session["packages"]["torch"] == version("torch") and session["packages"]["numpy"] == version("numpy")
+    assert session["torch_threads"] == torch.get_num_threads() and session["device"] == "cpu"
     cfg = TrainConfig.from_dict(json.loads((trained_run / "config.json").read_text()))
     assert cfg.generations == 2 and cfg.model.trunk == "mobilenet_v2"
     assert json.loads((trained_run / "progress.json").read_text())["status"] == "finished"
@@ -115,7 +121,8 @@ def test_sare_baseline_is_generation_0_and_exports_compactly(trained_run, tiny_c
     assert checkpoint_state_equal(sare / "gen0.pt", trained_run / "gen0.pt")
 
     out = export_run(trained_run, tmp_path / "export" / "sare", generations=1)
-    assert {p.name for p in out.iterdir()} == {"config.json", "metrics.jsonl", "gen0.pt", "results", "soft_labels"}
+    assert {p.name for p in out.iterdir()} == {"config.json", "metrics.jsonl", "gen0.pt", "results", "soft_labels",
+                                               "environment.json", "best.json"}
     assert json.loads((out / "config.json").read_text())["generations"] == 1
     assert {r["generation"] for r in read_metrics(out / "metrics.jsonl")} == {0}
     assert (out / "gen0.pt").stat().st_size < 0.6 * (trained_run / "gen0.pt").stat().st_size  # fp16
@@ -194,16 +201,20 @@ def test_stopping_at_a_generation_boundary_resumes_to_the_same_result(trained_ru
         torch.testing.assert_close(value, ref[name], atol=1e-5, rtol=1e-4, msg=name)
 
 
-def test_demo_command_trains_and_exports_both_runs(tiny_city, tmp_path, monkeypatch):
+def test_demo_command_trains_and_exports_every_seed(tiny_city, tmp_path, monkeypatch):
     from sfrs_core.training import demo
 
-    monkeypatch.setattr(demo, "demo_config", lambda data, run: tiny_config(data, run))
-    paths = demo.build_demo_models(tiny_city, tmp_path / "assets", tmp_path / "runs", progress=False)
-    assert sorted(p.name for p in (tmp_path / "assets").iterdir()) == ["sare", "sfrs"]
-    assert (paths["sare"] / "gen0.pt").exists() and not (paths["sare"] / "gen1.pt").exists()
-    assert (paths["sfrs"] / "gen1.pt").exists()
-    # a second call finds the finished run and only re-exports
-    again = demo.build_demo_models(tiny_city, tmp_path / "assets", tmp_path / "runs", progress=False)
+    monkeypatch.setattr(demo, "demo_config", lambda data, run: tiny_config(data, run).replace(generations=1))
+    paths = demo.build_demo_models(tiny_city, tmp_path / "assets", tmp_path / "runs", progress=False, seeds=(0, 1))
+    names = sorted(p.name for p in (tmp_path / "assets").iterdir())
+    assert names == ["sare", "sare-seed1", "sfrs", "sfrs-seed1", "timings.json"]
+    configs = {n: json.loads((paths[n] / "config.json").read_text()) for n in ("sare", "sare-seed1")}
+    assert configs["sare"]["seed"] == 0 and configs["sare-seed1"]["seed"] == 1
+    assert set(json.loads((tmp_path / "assets" / "timings.json").read_text())) == {"0", "1"}
+    assert not torch.equal(load_checkpoint(paths["sare"] / "gen0.pt")["state_dict"]["net_vlad.centroids"],
+                           load_checkpoint(paths["sare-seed1"] / "gen0.pt")["state_dict"]["net_vlad.centroids"])
+    # a second call finds the finished runs and only re-exports
+    again = demo.build_demo_models(tiny_city, tmp_path / "assets", tmp_path / "runs", progress=False, seeds=(0, 1))
     assert again == paths
 
 

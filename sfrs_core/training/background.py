@@ -238,7 +238,7 @@ def start_training(training_dir: str | os.PathLike, run: str, args: Sequence[str
     ``FileNotFoundError`` / ``ValueError`` for a resume of no run / of a finished run, and
     ``ValueError`` for invalid flags (checked here with the command's own parser).
     """
-    from ..cli import train_config_from_argv
+    from .options import config_from_argv
     from .trainer import RunExistsError
 
     base = Path(training_dir)
@@ -253,7 +253,7 @@ def start_training(training_dir: str | os.PathLike, run: str, args: Sequence[str
     else:
         if (run_dir / "config.json").is_file():
             raise RunExistsError(f"a run named {run!r} already exists in {base}; choose another name (or resume it)")
-        train_config_from_argv([*argv[1:], *args])  # same parser and config as the command: fail here, not later
+        config_from_argv([*argv[1:], *args])  # same parser and config as the command: fail here, not later
         argv += list(args)
     base.mkdir(parents=True, exist_ok=True)
     with _start_lock(base):

@@ -4,24 +4,46 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from ..losses import LOSS_TYPES
+from ..losses import LOSS_TYPES, SIMILARITIES, TRIPLET_MARGIN
 from ..models.model import ModelConfig
 from .mining import MiningConfig
 
 PAPER_TEMPERATURES = (0.07, 0.07, 0.06, 0.05)
+OPENIBL_COLOR_JITTER = (0.7, 0.7, 0.7, 0.5)  # brightness, contrast, saturation, hue
+TEACHERS = ("last", "selected")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything a training run depends on. Defaults are the paper's (VGG16, 4 generations)."""
+    """Everything a training run depends on. Defaults are OpenIBL's SFRS script
+    (``examples/netvlad_img_sfrs.py`` with ``scripts/train_sfrs_dist.sh``): VGG16, 4 generations,
+    generation 0 one epoch, then 5 per generation.
+
+    * ``gen0_epochs``: epochs of generation 0 (None: ``epochs``). OpenIBL starts generation 0 at
+      its last epoch, so it trains one.
+    * ``similarity``: the SARE logits, ``"dot"`` (sim/τ0, SFRS) or ``"euclidean"`` (-‖q-x‖²,
+      OpenIBL's SARE baseline script); see ``sfrs_core.losses``.
+    * ``color_jitter``: ColorJitter(brightness, contrast, saturation, hue) on every training image
+      (OpenIBL's 0.7, 0.7, 0.7, 0.5), None for none. Augmented images must go through the whole
+      trunk, so with jitter the training tuples never come from the frozen-feature cache (which
+      still serves the un-augmented extraction for mining and evaluation).
+    * ``select_recall_n``: keep, per generation, the epoch with the best validation recall@N
+      (OpenIBL: 5; ties keep the earlier epoch); None keeps the last epoch.
+    * ``teacher``: which weights of generation g-1 teach generation g: ``"last"`` (its last epoch,
+      as OpenIBL copies the live model) or ``"selected"`` (the kept checkpoint).
+    * ``pca_samples``: PCA-whitening is fitted on this many random training images (queries and
+      database) of the selected model (OpenIBL: 10,000).
+    """
 
     data: str
     run: str = "sfrs"
     runs_dir: str = "runs"
     model: ModelConfig = field(default_factory=ModelConfig.paper)
     loss: str = "sare_ind"
+    similarity: str = "dot"
     generations: int = 4
     epochs: int = 5
+    gen0_epochs: int | None = 1
     lr: float = 0.001
     momentum: float = 0.9
     weight_decay: float = 0.001
@@ -33,7 +55,11 @@ class TrainConfig:
     lambda_soft: float = 0.5
     temperatures: tuple[float, ...] = PAPER_TEMPERATURES  # teacher temperature of generation g
     tau0: float = 0.07
-    margin: float = 0.1
+    margin: float = TRIPLET_MARGIN  # √0.1 on non-squared distances, as OpenIBL trains it
+    color_jitter: tuple[float, float, float, float] | None = OPENIBL_COLOR_JITTER
+    select_recall_n: int | None = 5
+    teacher: str = "last"
+    pca_samples: int = 10000
     image_size: tuple[int, int] | None = (480, 640)  # (H, W); None keeps each image's size
     kmeans_images: int = 500
     kmeans_per_image: int = 100
@@ -51,12 +77,22 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.loss not in LOSS_TYPES:
             raise ValueError(f"unknown loss {self.loss!r}; choose one of {list(LOSS_TYPES)}")
-        if self.generations < 1 or self.epochs < 1:
-            raise ValueError("generations and epochs must be at least 1")
+        if self.generations < 1 or self.epochs < 1 or (self.gen0_epochs is not None and self.gen0_epochs < 1):
+            raise ValueError("generations, epochs and gen0_epochs must be at least 1")
+        if self.similarity not in SIMILARITIES:
+            raise ValueError(f"unknown similarity {self.similarity!r}; choose one of {list(SIMILARITIES)}")
+        if self.teacher not in TEACHERS:
+            raise ValueError(f"unknown teacher {self.teacher!r}; choose one of {list(TEACHERS)}")
+        if self.color_jitter is not None and len(self.color_jitter) != 4:
+            raise ValueError("color_jitter takes 4 values: brightness, contrast, saturation, hue")
         if self.tuples_per_batch < 1 or self.cache_size < self.tuples_per_batch:
             raise ValueError("need tuples_per_batch >= 1 and cache_size >= tuples_per_batch")
         if not self.run or "/" in self.run or self.run.startswith("."):
             raise ValueError(f"run name {self.run!r} must be a plain folder name")
+
+    def epochs_of(self, generation: int) -> int:
+        """Number of epochs generation ``generation`` trains."""
+        return self.gen0_epochs if generation == 0 and self.gen0_epochs is not None else self.epochs
 
     def temperature(self, generation: int) -> float:
         """Teacher temperature of ``generation`` (the last one repeats beyond the list)."""
@@ -67,6 +103,7 @@ class TrainConfig:
         out = asdict(self)
         out["temperatures"] = list(self.temperatures)
         out["image_size"] = list(self.image_size) if self.image_size else None
+        out["color_jitter"] = list(self.color_jitter) if self.color_jitter else None
         return out
 
     @classmethod
@@ -85,7 +122,16 @@ class TrainConfig:
             values["temperatures"] = tuple(values["temperatures"])
         if values.get("image_size") is not None:
             values["image_size"] = tuple(values["image_size"])
+        if values.get("color_jitter") is not None:
+            values["color_jitter"] = tuple(values["color_jitter"])
+        for key, before in _BEFORE_OPENIBL_PROTOCOL.items():
+            values.setdefault(key, before)  # a run written before these settings existed trained so
         return cls(**values)
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return replace(self, **changes)
+
+
+#: What runs written before the OpenIBL-protocol settings existed were trained with.
+_BEFORE_OPENIBL_PROTOCOL = {"gen0_epochs": None, "margin": 0.1, "color_jitter": None, "select_recall_n": None,
+                            "teacher": "last", "similarity": "dot"}

@@ -1,33 +1,67 @@
-"""The shipped demo models: a SARE baseline and a 4-generation SFRS run on SynthCity, on CPU."""
+"""The shipped demo models: SARE baselines and 4-generation SFRS runs on SynthCity, on CPU, over seeds.
+
+Each seed trains one SFRS run (``runs/demo-sfrs-seed{s}``); its generation 0 is the SARE
+baseline. Seed 0 is exported as ``sare/`` and ``sfrs/`` (the runs the app shows by default), the
+other seeds as ``sare-seed{s}/`` and ``sfrs-seed{s}/``: runs that differ only in their seed, which
+the app and the README report together as mean ± std.
+"""
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..data.synthcity import generate, is_complete, preset
+from ..io import atomic_write_json
 from .export import export_run
 from .presets import demo_config
 from .trainer import resume_run, train
 
+DEMO_SEEDS = (0, 1, 2)
+
+
+def demo_run_names(seed: int) -> tuple[str, str]:
+    """Folder names of a seed's exported SARE and SFRS runs."""
+    return ("sare", "sfrs") if seed == 0 else (f"sare-seed{seed}", f"sfrs-seed{seed}")
+
 
 def build_demo_models(data: str | Path = "data/synthcity", out: str | Path = "assets/demo",
-                      runs_dir: str | Path = "runs", progress: bool = True) -> dict[str, Path]:
-    """Render SynthCity ``demo`` if missing, train the SFRS demo run (resuming a partial one),
-    and export ``out/sare`` (its generation 0: the SARE baseline) and ``out/sfrs``."""
+                      runs_dir: str | Path = "runs", progress: bool = True,
+                      seeds: Sequence[int] = DEMO_SEEDS) -> dict[str, Path]:
+    """Render SynthCity ``demo`` if missing, train the SFRS demo run of every seed (resuming a
+    partial one, skipping a finished one), and export each seed's SARE baseline (generation 0)
+    and SFRS run. Training minutes per seed go to ``out/timings.json``."""
     data, out, runs_dir = Path(data), Path(out), Path(runs_dir)
     if not is_complete(data):
         generate(preset("demo"), data, overwrite=data.exists(), progress=progress)
-    run = runs_dir / "demo-sfrs"
-    start = time.time()
+    timings_file = out / "timings.json"
+    timings = json.loads(timings_file.read_text()) if timings_file.is_file() else {}
+    paths: dict[str, Path] = {}
+    for seed in seeds:
+        run = runs_dir / f"demo-sfrs-seed{seed}"
+        start = time.time()
+        trained = _train_or_resume(run, data, runs_dir, seed, progress)
+        if trained:
+            timings[str(seed)] = round((time.time() - start) / 60, 1)
+            print(f"demo seed {seed} trained in {timings[str(seed)]:.1f} min")
+        sare, sfrs = demo_run_names(seed)
+        paths[sare] = export_run(run, out / sare, generations=1)
+        paths[sfrs] = export_run(run, out / sfrs)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(timings_file, timings)
+    print(f"demo models of seeds {list(seeds)} written to {out}")
+    return paths
+
+
+def _train_or_resume(run: Path, data: Path, runs_dir: Path, seed: int, progress: bool) -> bool:
+    """Train (or finish) one seed's run; False when it was already finished."""
     if (run / "config.json").is_file():
         progress_file = run / "progress.json"
         status = json.loads(progress_file.read_text())["status"] if progress_file.is_file() else "unknown"
-        if status != "finished":
-            resume_run(run, progress=progress)
-    else:
-        train(demo_config(str(data), run.name).replace(runs_dir=str(runs_dir)), progress=progress)
-    minutes = (time.time() - start) / 60
-    paths = {"sare": export_run(run, out / "sare", generations=1), "sfrs": export_run(run, out / "sfrs")}
-    print(f"demo models trained in {minutes:.1f} min and written to {out}")
-    return paths
+        if status == "finished":
+            return False
+        resume_run(run, progress=progress)
+        return True
+    train(demo_config(str(data), run.name).replace(runs_dir=str(runs_dir), seed=seed), progress=progress)
+    return True

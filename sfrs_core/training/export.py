@@ -33,8 +33,15 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, generations: int | N
     atomic_write_json(tmp / "config.json", config)
     records = [r for r in read_metrics(run_dir / "metrics.jsonl") if r.get("generation", 0) < kept]
     atomic_write_bytes(tmp / "metrics.jsonl", "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records).encode())
+    if (run_dir / "environment.json").is_file():
+        shutil.copy2(run_dir / "environment.json", tmp / "environment.json")
+    best = None
     for g in range(kept):
         payload = load_checkpoint(run_dir / f"gen{g}.pt")
+        value = (payload.get("selection") or {}).get("value")
+        if value is not None and (best is None or value > best["value"]):  # as the trainer's best.json
+            best = {"generation": g, "epoch": payload.get("selected_epoch"), "checkpoint": f"gen{g}.pt",
+                    "metric": payload["selection"]["metric"], "value": value}
         if half:
             payload["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
             payload["stored_dtype"] = "float16"
@@ -44,6 +51,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, generations: int | N
             r = QueryResults.load(res)
             r.run = f"{out_dir.name}/gen{g}"
             r.save(tmp / "results" / res.name)
+    if best is not None:
+        atomic_write_json(tmp / "best.json", best)
     if out_dir.exists():
         shutil.rmtree(out_dir)
     tmp.rename(out_dir)

@@ -1,21 +1,25 @@
 """Trunk features for training: the frozen prefix of the trunk, computed once when it fits.
 
-Layers below ``train_from`` are frozen (no gradient, BatchNorm statistics fixed) and training
-uses no augmentation, so their output for an image never changes during a run. When the
-outputs of all images of a split fit in ``budget_gb`` they are computed once and kept in
-memory; training then runs only the trainable suffix of the trunk (exactly the same numbers as
-running the whole trunk). Otherwise images are loaded and the prefix runs every time.
+Layers below ``train_from`` are frozen (no gradient, BatchNorm statistics fixed), so their
+output for an un-augmented image never changes during a run. When the outputs of all images of
+a split fit in ``budget_gb`` they are computed once and kept in memory; extraction and training
+then run only the trainable suffix of the trunk (exactly the same numbers as running the whole
+trunk). Otherwise images are loaded and the prefix runs every time. Augmented training images
+(``get(..., augment=...)``) always go through the whole trunk: a cache cannot hold them.
 """
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import torch
+from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..data.dataset import ImageSet
+from ..data.images import open_rgb
 from ..data.torch_data import ImageSetDataset
 from ..data.transforms import ImageTransform
 from ..models.model import NetVLADModel
@@ -68,12 +72,19 @@ class PrefixFeatures:
     def __len__(self) -> int:
         return len(self.images)
 
-    def get(self, indices) -> torch.Tensor:
-        """Prefix outputs ``len(indices) × C × h × w`` on the training device."""
+    def get(self, indices, augment: Callable[[Image.Image], Image.Image] | None = None) -> torch.Tensor:
+        """Prefix outputs ``len(indices) × C × h × w`` on the training device.
+
+        ``augment`` (a PIL image -> PIL image transform, e.g. ColorJitter) is applied to each
+        loaded image before resizing and normalisation; it bypasses the cache.
+        """
         idx = torch.as_tensor(indices, dtype=torch.long)
-        if self.cache is not None:
+        if augment is None and self.cache is not None:
             return self.cache[idx].to(self.device, non_blocking=True)
-        batch = torch.stack([self.transform(self.images.image_path(int(i))) for i in idx])
+        if augment is None:
+            batch = torch.stack([self.transform(self.images.image_path(int(i))) for i in idx])
+        else:
+            batch = torch.stack([self.transform(augment(open_rgb(self.images.image_path(int(i))))) for i in idx])
         return self._run_prefix(batch)
 
 
