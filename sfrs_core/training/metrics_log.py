@@ -10,16 +10,22 @@ from ..io import atomic_write_bytes
 
 
 class MetricsLog:
-    """Append records to ``metrics.jsonl``; each line is flushed as it is written."""
+    """Append records to ``metrics.jsonl``; each line is flushed as it is written.
+
+    ``records`` counts the complete records in the log; a checkpoint stores it, so that a resume
+    cuts the log back to exactly what that checkpoint had seen (:func:`truncate_metrics`).
+    """
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.records = len(read_metrics(self.path))
         self._file = open(self.path, "a", encoding="utf-8")
 
     def write(self, record: dict[str, Any]) -> None:
         self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
         self._file.flush()
+        self.records += 1
 
     def sync(self) -> None:
         """Force the log to disk (called with every checkpoint)."""
@@ -52,7 +58,14 @@ def final_recalls(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for r in records if r.get("event") == "eval" and r.get("final")]
 
 
-def truncate_metrics(path: str | os.PathLike, iteration: int) -> None:
-    """Drop the records written after training iteration ``iteration`` (for a resume)."""
-    kept = [r for r in read_metrics(path) if r.get("iteration", 0) <= iteration]
+def truncate_metrics(path: str | os.PathLike, iteration: int, records: int | None = None) -> None:
+    """Cut the log back for a resume: to its first ``records`` records when the checkpoint says how
+    many it had seen (exact: an evaluation written after the checkpoint goes, even at the same
+    iteration), else to the records of iterations up to ``iteration`` (older checkpoints). A torn
+    last line is dropped too."""
+    all_records = read_metrics(path)
+    if records is not None:
+        kept = all_records[:records]
+    else:
+        kept = [r for r in all_records if r.get("iteration", 0) <= iteration]
     atomic_write_bytes(path, "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in kept).encode())
