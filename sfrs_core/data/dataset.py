@@ -57,7 +57,10 @@ class ImageSet:
     ``paths`` are relative to ``root``; ``utm`` is (N, 2) easting/northing in metres of
     ``zone``; ``latlon`` (N, 2) degrees; ``heading`` (N,) degrees, NaN when unknown;
     ``condition`` an optional per-image tag (day/dusk/night...); ``label_root`` where
-    per-pixel semantic label PNGs with the same relative names live, if any.
+    per-pixel semantic label PNGs with the same relative names live, if any. ``groups`` an
+    optional (N,) integer id of the place each image shows, for spatial NMS at evaluation
+    (images with one id are views of one place; Tokyo 24/7: the folder its name is listed in);
+    None means "group by identical position" (``sfrs_core.retrieval.metrics.nms_groups``).
     """
 
     root: Path
@@ -69,6 +72,7 @@ class ImageSet:
     condition: list[str] | None = None
     label_root: Path | None = None
     source: str = ""
+    groups: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         source = self.source or str(self.root)
@@ -88,6 +92,13 @@ class ImageSet:
                 raise DatasetError(source, f"counts disagree: {n} images but {self.heading.shape[0]} headings")
         if self.condition is not None and len(self.condition) != n:
             raise DatasetError(source, f"counts disagree: {n} images but {len(self.condition)} conditions")
+        if self.groups is not None:
+            groups = np.asarray(self.groups)
+            if groups.ndim != 1 or groups.shape[0] != n:
+                raise DatasetError(source, f"counts disagree: {n} images but {groups.size} place groups")
+            if n and (groups.dtype.kind not in "iu" or groups.min() < 0):
+                raise DatasetError(source, "place groups must be non-negative integers")
+            self.groups = groups.astype(np.int64, copy=False)
         if n:
             check_utm(self.utm[:, 0], self.utm[:, 1], source)
             check_latlon(self.latlon[:, 0], self.latlon[:, 1], source)

@@ -10,17 +10,23 @@ so explicitly: a per-query text field (``qCondition``, ``qConditions``, ``qTimeO
 ``qTimeStamp`` entries that are the words themselves. The NetVLAD ``tokyo247.mat`` has neither
 (and TokyoTM's numeric time stamps are capture dates, not times of day), so for it the
 condition stays ``None``.
+
+Database images are grouped into places by the folder their name is listed in (``03814/...``
+-> place ``03814``), as OpenIBL groups Tokyo 24/7's database for its spatial NMS; the ids fill
+``ImageSet.groups`` (first-listed folder = 0).
 """
 from __future__ import annotations
 
 import os
+import posixpath
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from ._matstruct import DbStruct, read_split
 from .dataset import PlaceDataset
-from .errors import DatasetError
+from .errors import DatasetError, short_repr
 from .geo import UtmZone
 
 TOKYO_ZONE: UtmZone = (54, "S")
@@ -48,7 +54,7 @@ def query_conditions(st: DbStruct, n_queries: int) -> list[str] | None:
                 raise DatasetError(st.path, f"counts disagree: {n_queries} queries but {len(tags)} entries in {field}")
             for i, (word, tag) in enumerate(zip(words, tags)):
                 if tag is None:
-                    raise DatasetError(st.path, f"{field} entry {i + 1} {word!r} is not day, sunset or night")
+                    raise DatasetError(st.path, f"{field} entry {i + 1} {short_repr(word)} is not day, sunset or night")
             return tags  # type: ignore[return-value]
     stamps = st.fields.get("qTimeStamp")
     if stamps is not None and np.asarray(stamps).dtype.kind in "UO":
@@ -59,6 +65,13 @@ def query_conditions(st: DbStruct, n_queries: int) -> list[str] | None:
         if len(tags) == n_queries and all(tags):
             return tags  # type: ignore[return-value]
     return None
+
+
+def folder_groups(names: list[str]) -> np.ndarray:
+    """Per-name integer id of the folder each (relative, POSIX) name lies in, numbered in order
+    of first appearance; names directly under the root share the folder ``""``."""
+    ids: dict[str, int] = {}
+    return np.array([ids.setdefault(posixpath.dirname(n), len(ids)) for n in names], dtype=np.int64)
 
 
 def read_tokyo247_mat(
@@ -72,8 +85,10 @@ def read_tokyo247_mat(
 
     ``image_root`` defaults to the .mat's folder (its parent when that is ``datasets/``);
     ``query_root`` to ``image_root/247query_v3`` (or ``247query_subset_v2``) when it exists.
+    The database's ``groups`` are its folders (:func:`folder_groups`).
     """
     split, root = read_split(
         mat_path, utm_zone, image_root, query_root, QUERY_DIRS, check_files, ALT_SUFFIXES, query_conditions
     )
+    split.database = replace(split.database, groups=folder_groups(split.database.paths))
     return PlaceDataset(name=Path(mat_path).stem, root=root, splits={split.name: split}, format="tokyo247")

@@ -8,15 +8,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from sfrs_core.data.dataset import EVAL_POS_RADIUS_M, PlaceSplit
-from sfrs_core.data.transforms import ImageTransform
+from sfrs_core.data.dataset import EVAL_POS_RADIUS_M, PlaceDataset, PlaceSplit
+from sfrs_core.data.transforms import RESIZE_MODES, ImageTransform
 
 from .extract import extract_descriptors
 from .index import UseGpu, build_index, search
-from .metrics import RECALL_NS, dedupe_columns, place_labels, recall_from_hits
+from .metrics import NMS_WINDOW_PER_N, RECALL_NS, dedupe_columns, nms_groups, place_labels, recall_from_hits
 from .results import QueryResults
 
 log = logging.getLogger(__name__)
+
+PROTOCOLS = ("plain", "tokyo247")
+OPENIBL_IMAGE_SIZE = (480, 640)  # OpenIBL's test.py --height/--width defaults
 
 
 def _check_descriptors(desc: np.ndarray | None, n: int, what: str) -> np.ndarray | None:
@@ -30,24 +33,47 @@ def _check_descriptors(desc: np.ndarray | None, n: int, what: str) -> np.ndarray
 
 def rank(
     db_desc: np.ndarray, q_desc: np.ndarray, k: int, *, db_utm: np.ndarray | None = None,
-    dedupe: bool = False, index_kind: str = "flat", use_gpu: UseGpu = "auto",
+    dedupe: bool = False, groups: np.ndarray | None = None, window: int | None = None,
+    index_kind: str = "flat", use_gpu: UseGpu = "auto",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``k`` (sims, ids) of each query; with ``dedupe``, one hit per database position."""
+    """Top-``k`` (sims, ids) of each query.
+
+    With ``dedupe``, spatial NMS keeps one hit per place: places are ``groups`` (one id per
+    database image) when given, else database positions equal within 1 cm (``db_utm``). The NMS
+    looks at the top ``window`` of each ranking (OpenIBL's Tokyo 24/7 protocol: 12 x the largest
+    recall N) or, when None, as deep as it takes to fill ``k`` places; ``k`` is capped at the
+    number of places. Lists left short are padded with id -1 and similarity -inf.
+    """
     if q_desc.shape[1] != db_desc.shape[1]:
         raise ValueError(f"query descriptors have dim {q_desc.shape[1]}, database ones {db_desc.shape[1]}")
     index = build_index(db_desc, index_kind, use_gpu=use_gpu)
     if not dedupe:
         return search(index, q_desc, k)
-    if db_utm is None:
-        raise ValueError("dedupe=True needs the database positions")
-    labels = place_labels(db_utm)
+    if groups is not None:
+        labels = np.unique(np.asarray(groups).reshape(-1), return_inverse=True)[1].reshape(-1)
+        if len(labels) != db_desc.shape[0]:
+            raise ValueError(f"{len(labels)} place groups for {db_desc.shape[0]} database descriptors")
+    elif db_utm is not None:
+        labels = place_labels(db_utm)
+    else:
+        raise ValueError("dedupe=True needs the database positions or place groups")
     views = int(np.bincount(labels).max())
     k = min(k, int(labels.max()) + 1)
-    sims, ids = search(index, q_desc, k * views)
-    cols = dedupe_columns(ids, labels, k)  # -1 only where an approximate index returned short lists
+    if window is not None and window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    sims, ids = search(index, q_desc, k * views if window is None else window)
+    cols = dedupe_columns(ids, labels, k)  # -1 where the window (or an approximate index) held fewer places
     safe = np.maximum(cols, 0)
     sims = np.where(cols >= 0, np.take_along_axis(sims, safe, axis=1), -np.inf).astype(np.float32)
     return sims, np.where(cols >= 0, np.take_along_axis(ids, safe, axis=1), -1)
+
+
+def default_protocol(dataset: PlaceDataset) -> str:
+    """The protocol a dataset is evaluated with by default: ``"tokyo247"`` for Tokyo 24/7 (format
+    ``tokyo247``, not a TokyoTM split file), ``"plain"`` for everything else."""
+    if dataset.format == "tokyo247" and not dataset.name.lower().startswith("tokyotm"):
+        return "tokyo247"
+    return "plain"
 
 
 def evaluate(
@@ -59,6 +85,9 @@ def evaluate(
     batch_size: int = 32,
     device: str | torch.device | None = None,
     dedupe: bool = False,
+    protocol: str = "plain",
+    query_resize: str | None = None,
+    nms_window: int | None = None,
     progress: bool = True,
     db_descriptors: np.ndarray | None = None,
     query_descriptors: np.ndarray | None = None,
@@ -73,23 +102,56 @@ def evaluate(
     Descriptors are extracted at ``image_size`` (H, W; None keeps the image size) unless given
     (``db_descriptors`` lets a caller reuse a database extraction). A retrieved image is correct
     when it lies within 25 m of the query; recall@1/5/10/20 (those N <= k) follows from that.
-    ``dedupe`` applies Tokyo 24/7's spatial NMS (one hit per database position). ``k`` is capped
-    at the number of database images (distinct places with ``dedupe``).
+
+    ``dedupe`` applies spatial NMS: one hit per place, a place being the database's ``groups``
+    where its reader set them (Tokyo 24/7: the image's folder), else one database position;
+    ``k`` is then capped at the number of places. ``nms_window`` limits the NMS to the top that
+    many of each ranking (lists with fewer places are padded with id -1, which counts as wrong);
+    None looks as deep as it takes to fill ``k`` places. ``query_resize="shorter_edge"`` resizes
+    each query, aspect kept, so that its shorter side is ``max(image_size)``, and extracts the
+    queries one at a time; the database stays at ``image_size``.
+
+    ``protocol="tokyo247"`` is Tokyo 24/7 as OpenIBL's ``test.py`` evaluates it: ``dedupe`` on,
+    ``query_resize="shorter_edge"`` and ``nms_window`` = 12 x the largest recall N reported
+    (explicit ``query_resize``/``nms_window`` override it); it needs ``image_size`` (OpenIBL:
+    :data:`OPENIBL_IMAGE_SIZE`). ``"plain"`` (default) changes nothing.
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     db, qs = split.database, split.queries
+    groups = nms_groups(db) if (dedupe or protocol == "tokyo247") else None
+    k = min(k, len(db) if groups is None else len(np.unique(groups)))
+    ns = [n for n in RECALL_NS if n <= k]
+    if protocol == "tokyo247":
+        dedupe = True
+        query_resize = "shorter_edge" if query_resize is None else query_resize
+        nms_window = NMS_WINDOW_PER_N * max(ns) if nms_window is None else nms_window
+    query_resize = query_resize or "exact"
+    if query_resize not in RESIZE_MODES:
+        raise ValueError(f"query_resize must be one of {RESIZE_MODES}, got {query_resize!r}")
+    if query_resize != "exact" and image_size is None:
+        raise ValueError(f"query_resize={query_resize!r} (protocol {protocol!r}) needs an image_size (H, W); "
+                         f"OpenIBL evaluates at {OPENIBL_IMAGE_SIZE[0]}x{OPENIBL_IMAGE_SIZE[1]}")
+    if nms_window is not None and not dedupe:
+        raise ValueError("nms_window applies to spatial NMS; it needs dedupe=True")
     db_desc = _check_descriptors(db_descriptors, len(db), "database")
     q_desc = _check_descriptors(query_descriptors, len(qs), "query")
     if db_desc is None or q_desc is None:
-        transform = ImageTransform(image_size, getattr(model, "normalization", None))
-        common = dict(batch_size=batch_size, device=device, num_workers=num_workers, progress=progress)
+        normalization = getattr(model, "normalization", None)
+        common = dict(device=device, num_workers=num_workers, progress=progress)
         if db_desc is None:
-            db_desc = extract_descriptors(model, db, transform, desc=f"{split.name} database", **common)
+            db_desc = extract_descriptors(model, db, ImageTransform(image_size, normalization),
+                                          batch_size=batch_size, desc=f"{split.name} database", **common)
         if q_desc is None:
-            q_desc = extract_descriptors(model, qs, transform, desc=f"{split.name} queries", **common)
+            q_transform = ImageTransform(image_size, normalization, resize=query_resize)
+            q_batch = batch_size if query_resize == "exact" else 1  # query sizes differ: one at a time
+            q_desc = extract_descriptors(model, qs, q_transform, batch_size=q_batch,
+                                         desc=f"{split.name} queries", **common)
 
-    sims, ids = rank(db_desc, q_desc, k, db_utm=db.utm, dedupe=dedupe, index_kind=index_kind, use_gpu=use_gpu)
+    sims, ids = rank(db_desc, q_desc, k, db_utm=db.utm, dedupe=dedupe, groups=groups, window=nms_window,
+                     index_kind=index_kind, use_gpu=use_gpu)
     valid = ids >= 0
     safe = np.where(valid, ids, 0)
     distances = np.linalg.norm(db.utm[safe] - qs.utm[:, None, :], axis=-1)
@@ -107,6 +169,10 @@ def evaluate(
     meta = {
         "image_size": list(image_size) if image_size is not None else None,
         "dedupe": bool(dedupe),
+        "protocol": protocol,
+        "query_resize": query_resize,
+        "nms_window": nms_window,
+        "nms_groups": None if not dedupe else ("dataset" if db.groups is not None else "position"),
         "index_kind": index_kind,
         "descriptor_dim": int(db_desc.shape[1]),
         "num_database": len(db),

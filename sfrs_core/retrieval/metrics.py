@@ -13,6 +13,7 @@ log = logging.getLogger(__name__)
 
 RECALL_NS = (1, 5, 10, 20)
 SAME_PLACE_M = 0.01
+NMS_WINDOW_PER_N = 12  # OpenIBL's Tokyo 24/7 NMS looks at the top 12 x max(N) of each ranking
 
 
 def recall_from_hits(hits: np.ndarray, ns: Sequence[int] = RECALL_NS) -> dict[int, float]:
@@ -69,6 +70,16 @@ def place_labels(db_utm: np.ndarray, tol_m: float = SAME_PLACE_M) -> np.ndarray:
     return connected_components(graph, directed=False)[1]
 
 
+def nms_groups(images) -> np.ndarray:
+    """Place id per image of an :class:`~sfrs_core.data.dataset.ImageSet` for spatial NMS: the
+    ``groups`` its reader filled in (Tokyo 24/7: the image's folder), else :func:`place_labels`
+    of its positions (images at the same position within 1 cm form one place)."""
+    groups = getattr(images, "groups", None)
+    if groups is not None:
+        return np.asarray(groups, dtype=np.int64)
+    return place_labels(images.utm)
+
+
 def dedupe_columns(ranked_ids: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     """Columns of ``ranked_ids`` that keep the first hit of each place, cut to ``k`` (-1 pads)."""
     ranked = np.asarray(ranked_ids)
@@ -94,5 +105,25 @@ def dedupe_places(ranked_ids: np.ndarray, db_utm: np.ndarray, k: int, *, tol_m: 
     """
     ranked = np.asarray(ranked_ids, dtype=np.int64)
     cols = dedupe_columns(ranked, place_labels(db_utm, tol_m), k)
+    ids = np.take_along_axis(ranked, np.maximum(cols, 0), axis=1)
+    return np.where(cols >= 0, ids, -1)
+
+
+def spatial_nms(ranked_ids: np.ndarray, groups: np.ndarray, k: int, *, window: int | None = None) -> np.ndarray:
+    """Spatial NMS with explicit place groups, as OpenIBL evaluates Tokyo 24/7.
+
+    Of each ranked list (``Q x K`` database ids, best first) only the first ``window`` entries
+    are looked at (all when None; OpenIBL: ``NMS_WINDOW_PER_N`` x the largest recall N); among
+    them the first hit of each group (``groups[id]``) is kept, in rank order, and the list is cut
+    to ``k``. Returns ``Q x k`` int64 ids, padded with -1 where fewer places were found.
+    """
+    ranked = np.asarray(ranked_ids, dtype=np.int64)
+    if ranked.ndim != 2:
+        raise ValueError(f"ranked_ids must be Q x K, got shape {ranked.shape}")
+    if window is not None:
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
+        ranked = ranked[:, :window]
+    cols = dedupe_columns(ranked, np.asarray(groups), k)
     ids = np.take_along_axis(ranked, np.maximum(cols, 0), axis=1)
     return np.where(cols >= 0, ids, -1)
