@@ -5,8 +5,8 @@ import pandas as pd
 import streamlit as st
 
 from sfrs_core.explain.figure_set import figure_set_zip
-from sfrs_core.figures import recall_curves
-from viz_app.state import sidebar
+from sfrs_core.figures import recall_by_condition, recall_curves
+from viz_app.state import seed_statistics, sidebar
 from viz_app.widgets import figure_downloads
 
 sel = sidebar()
@@ -21,10 +21,25 @@ rows = []
 for run in [r for r in runs() if r.data == sel.data]:
     for g in run.generations:
         rec = run.recall(sel.split, g)
-        rows.append({"run": run.name, "kind": run.kind, "generation": g, "loss": run.loss,
-                     **{f"R@{n}": round(100 * rec[n], 1) for n in (1, 5, 10, 20) if n in rec}})
+        rows.append({"run": run.name, "kind": run.kind, "seed": run.config.get("seed", 0), "generation": g,
+                     "loss": run.loss, **{f"R@{n}": f"{100 * rec[n]:.1f}" if n in rec else "—" for n in (1, 5, 10, 20)}})
 st.subheader(f"Recall on `{sel.data}` / {sel.split} (%, 25 m)")
 st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+
+seeds = seed_statistics(sel.data, sel.split)
+if seeds.rows:
+    st.subheader("Over seeds: mean ± std (%)")
+    st.caption("Runs whose configurations differ only in their seed, together: recall as the mean and sample "
+               "standard deviation over seeds, for all queries and per time of day. One seed is one draw; "
+               "compare methods by these, not by a single run.")
+    st.dataframe(pd.DataFrame(seeds.rows), hide_index=True, width="stretch")
+    if seeds.chart:
+        left, right = st.columns([3, 2])
+        with left:
+            cond_fig = recall_by_condition(seeds.chart, seeds.errors, n=1, title="Recall@1 by condition (mean ± std over seeds)")
+            st.pyplot(cond_fig, width="stretch")
+        with right:
+            figure_downloads(cond_fig, "recall_by_condition", key="overview_seeds")
 
 curves = {c.label: c.run.recall(sel.split, c.generation) for c in (sel.baseline, sel.other)}
 left, right = st.columns([3, 2])
@@ -32,9 +47,8 @@ with left:
     curves_fig = recall_curves(curves, title="Recall@N")
     st.pyplot(curves_fig, width="stretch")
 with right:
-    best = {label: 100 * rec.get(1, 0.0) for label, rec in curves.items()}
-    for label, value in best.items():
-        st.metric(f"R@1 — {label}", f"{value:.1f} %")
+    for label, rec in curves.items():
+        st.metric(f"R@1 — {label}", f"{100 * rec[1]:.1f} %" if 1 in rec else "—")
     figure_downloads(curves_fig, "recall_curves", key="overview_recall")
 
 st.subheader("Export")

@@ -102,6 +102,37 @@ class Run:
         size = self.config.get("image_size")
         return tuple(size) if size else None
 
+    def problem(self) -> str | None:
+        """Why the run cannot be shown (None when it can): an unreadable config, no metrics log, or
+        a finished generation whose checkpoint is unreadable (truncated, corrupt, code-carrying:
+        checked against the run's manifest and loaded safely) or whose evaluation results are
+        missing or unreadable. One line, naming the file."""
+        from .errors import CheckpointError
+        from .retrieval.results import QueryResults
+        from .training.checkpoint import load_checkpoint
+
+        try:
+            config = self.config
+        except (OSError, ValueError) as err:
+            return f"{self.path / 'config.json'}: unreadable ({type(err).__name__})"
+        if not (self.path / "metrics.jsonl").is_file():
+            return f"{self.path / 'metrics.jsonl'}: missing"
+        splits = [s for s in (config.get("val_split", "val"), config.get("test_split", "test")) if s]
+        for g in self.generations:
+            try:
+                load_checkpoint(self.path / f"gen{g}.pt")
+            except CheckpointError as err:
+                return str(err)
+            found = [s for s in splits if (self.path / "results" / f"{s}_gen{g}.npz").is_file()]
+            if not found:
+                return f"{self.path / 'results'}: no evaluation results of generation {g}"
+            for split in found:
+                try:
+                    QueryResults.load(self.path / "results" / f"{split}_gen{g}.npz")
+                except Exception as err:  # noqa: BLE001 - any unreadable file is the same problem
+                    return f"{self.path / 'results' / f'{split}_gen{g}.npz'}: unreadable ({type(err).__name__})"
+        return None
+
 
 def open_run(path_or_name: str | os.PathLike, dirs: tuple[str, ...] = DEFAULT_RUN_DIRS) -> Run:
     """A run by folder path, or by name inside one of ``dirs``."""

@@ -27,9 +27,39 @@ def _run(path: str) -> Run:
     return open_run(path)
 
 
+@st.cache_data(show_spinner=False)
+def _problem(path: str, stamp: tuple) -> str | None:
+    return open_run(path).problem()
+
+
+def _stamp(path: Path) -> tuple:
+    """Names, sizes and times of a run's files: a changed file re-checks the run."""
+    files = [p for p in (path, path / "results") if p.is_dir()]
+    return tuple((f.name, f.stat().st_size, f.stat().st_mtime) for d in files for f in sorted(d.iterdir()) if f.is_file())
+
+
+def _checked_runs() -> tuple[list[Run], list[tuple[Run, str]]]:
+    good, broken = [], []
+    for r in discover_runs(run_dirs()):
+        if not r.generations:
+            continue
+        problem = _problem(str(r.path), _stamp(r.path))
+        if problem is None:
+            good.append(_run(str(r.path)))
+        else:
+            broken.append((r, problem))
+    return good, broken
+
+
 def runs() -> list[Run]:
-    """Every run with at least one finished generation (re-scanned on each rerun: cheap)."""
-    return [_run(str(r.path)) for r in discover_runs(run_dirs()) if r.generations]
+    """Every usable run with at least one finished generation (re-scanned on each rerun; each
+    run's health check is cached until one of its files changes)."""
+    return _checked_runs()[0]
+
+
+def broken_runs() -> list[tuple[Run, str]]:
+    """Runs left out of the app, each with its problem (one line naming the file)."""
+    return _checked_runs()[1]
 
 
 @st.cache_resource(show_spinner="Reading the dataset…")
@@ -128,6 +158,11 @@ def sidebar() -> Selection | None:
 def _choices() -> Selection | None:
     all_runs = runs()
     st.sidebar.title("SFRS Studio")
+    broken = broken_runs()
+    if broken:
+        with st.sidebar.expander(f"{len(broken)} run(s) skipped", icon=":material/warning:"):
+            for run, problem in broken:
+                st.markdown(f"**{run.name}**: {problem}")
     if not all_runs:
         st.info("No trained runs found in " + ", ".join(f"`{d}`" for d in run_dirs())
                 + ". Train one with `python -m sfrs_core train` or restore `assets/demo`.")
@@ -185,3 +220,30 @@ def run_metrics(run: Run):
     """:func:`metrics` of ``run``, re-read when its log changed."""
     log = run.path / "metrics.jsonl"
     return metrics(str(run.path), log.stat().st_mtime if log.is_file() else 0.0)
+
+
+@dataclass(frozen=True)
+class SeedStatistics:
+    """The Overview's seed table (:func:`sfrs_core.seeds.summary_rows` of every group of 2+ seeds)
+    and, per group, the last generation's recall@1 by condition (``chart``) and its std (``errors``)."""
+
+    rows: list
+    chart: dict
+    errors: dict
+
+
+def seed_statistics(data: str, split: str) -> SeedStatistics:
+    """Recall over seeds of the runs of ``data`` that differ only in their seed."""
+    from sfrs_core.seeds import seed_groups, seed_summary, summary_rows
+
+    groups = [g for g in seed_groups(r for r in runs() if r.data == data) if len(g.runs) > 1 and g.generations]
+    conditions = dataset(data)[split].queries.condition
+    rows, chart, errors = [], {}, {}
+    for group in groups:
+        stats = seed_summary(group, split, conditions, load=lambda run, s, g: results(str(run.path), s, g))
+        rows += summary_rows(group, stats)
+        last = group.generations[-1]
+        label = f"{group.kind} gen {last} ({len(group.runs)} seeds)"
+        chart[label] = {s.condition: s.mean for s in stats if s.generation == last and s.n == 1}
+        errors[label] = {s.condition: s.std for s in stats if s.generation == last and s.n == 1}
+    return SeedStatistics(rows, chart, errors)

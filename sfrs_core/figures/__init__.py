@@ -9,7 +9,7 @@ Plotly (``interactive``) is imported lazily, so the matplotlib path never needs 
 """
 from __future__ import annotations
 
-from .curves import RECALL_NS, attention_bars, recall_curves
+from .curves import RECALL_NS, attention_bars, recall_by_condition, recall_curves
 from .export import FIGURE_FORMATS, MIME_TYPES, figure_bytes, figure_paths, save_figure
 from .grids import format_distance, heatmap_grid, retrieval_grid
 from .images import as_rgb, overlay_heatmap
@@ -57,6 +57,7 @@ __all__ = [
     "SFRS_COLOR",
     "TWO_COLUMN_IN",
     "WRONG_COLOR",
+    "recall_by_condition",
     "StaticExportUnavailable",
     "as_rgb",
     "smooth",

@@ -141,16 +141,49 @@ def attention_bars(
     """
     classes, table = attention_table(shares, classes, as_fraction)
     err_table = attention_table(errors, classes, as_fraction)[1] if errors else {}
+    return _grouped_bars(classes, table, err_table, ylabel="share of attention (%)", label="attention",
+                         annotate=annotate, width=width, height=height, title=title)
+
+
+def recall_by_condition(
+    recall: Mapping[str, Mapping[str, float]],
+    errors: Mapping[str, Mapping[str, float]] | None = None,
+    *,
+    n: int = 1,
+    annotate: bool = True,
+    width: Width = "one",
+    height: float | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Recall@``n`` (%) per query condition, one bar per model in each condition group.
+
+    ``recall`` is ``{model: {condition: recall}}`` (fractions or %; e.g. all / day / dusk /
+    night), ``errors`` the same shape (e.g. the standard deviation over seeds) drawn as error
+    bars. One axes labelled ``"recall"``.
+    """
+    conditions = list(dict.fromkeys(c for vals in recall.values() for c in vals))
+    factor = as_percent([v for vals in recall.values() for v in vals.values()], None)
+    table = {m: np.array([float(v.get(c, np.nan)) * factor for c in conditions]) for m, v in recall.items()}
+    err_table = {m: np.array([float(v.get(c, 0.0)) * factor for c in conditions]) for m, v in (errors or {}).items()}
+    return _grouped_bars(conditions, table, err_table, ylabel=f"recall@{n} (%)", label="recall",
+                         annotate=annotate, width=width, height=height, title=title, top=100.0)
+
+
+def _grouped_bars(groups: Sequence[str], table: Mapping[str, np.ndarray], err_table: Mapping[str, np.ndarray], *,
+                  ylabel: str, label: str, annotate: bool, width: Width, height: float | None, title: str | None,
+                  top: float | None = None) -> Figure:
+    """Bars of each model (``table``: one value per group) side by side in each group, with optional
+    error bars; one axes labelled ``label``."""
     models = list(table)
     colors = color_map(models)
     w = figure_width(width)
     n = len(models)
     group = 0.8
     bar_w = group / n
-    x = np.arange(len(classes))
+    x = np.arange(len(groups))
     with paper_rc():
         fig = new_figure(w, height or (2.0 if w >= 5 else 1.9), layout="constrained")
-        ax = style_axes(fig.add_subplot(label="attention"), grid="y")
+        ax = style_axes(fig.add_subplot(label=label), grid="y")
         for i, model in enumerate(models):
             offs = x - group / 2 + (i + 0.5) * bar_w
             yerr = err_table.get(model)
@@ -158,15 +191,16 @@ def attention_bars(
                           yerr=yerr, error_kw={"elinewidth": 0.6, "capsize": 1.2, "capthick": 0.6, "ecolor": "#333333"})
             if annotate:
                 ax.bar_label(bars, fmt="%.0f", fontsize=SMALL_SIZE - 1.5, padding=1, color="#444444")
-        if w < 5:
-            ax.set_xticks(x, classes, rotation=40, ha="right", rotation_mode="anchor")
+        if w < 5 and max(len(g) for g in groups) > 5:
+            ax.set_xticks(x, groups, rotation=40, ha="right", rotation_mode="anchor")
         else:
-            ax.set_xticks(x, classes)
-        ax.set_xlim(-0.55, len(classes) - 0.45)
-        top = max(float(np.nanmax(v + (err_table.get(m, 0.0)))) for m, v in table.items())
-        ax.set_ylim(0, max(top, 1e-9) * (1.1 if annotate else 1.04))
-        ax.yaxis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10], integer=top > 4))
-        ax.set_ylabel("share of attention (%)")
+            ax.set_xticks(x, groups)
+        ax.set_xlim(-0.55, len(groups) - 0.45)
+        highest = max(float(np.nanmax(v + (err_table.get(m, 0.0)))) for m, v in table.items())
+        highest = max(highest, 1e-9) * (1.1 if annotate else 1.04)
+        ax.set_ylim(0, min(highest, top * 1.1) if top else highest)
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10], integer=highest > 4))
+        ax.set_ylabel(ylabel)
         ax.tick_params(axis="x", length=0)
         ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), ncols=min(n, 4), borderaxespad=0.2,
                   handlelength=1.0, columnspacing=1.2)
