@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .dataset import SPLIT_NAMES, ImageSet, PlaceDataset, PlaceSplit
-from .errors import DatasetError
+from .errors import DatasetError, short_repr
 from .geo import UtmZone, check_latlon, latlon_to_utm
 from .images import checked_image, is_image_name
 
@@ -53,14 +53,14 @@ def _degrees(value: object, ref: object, axis: str, path: Path) -> float:
     try:
         parts = [float(v) for v in (value if isinstance(value, (tuple, list)) else (value,))]
     except (TypeError, ValueError, ZeroDivisionError):
-        raise DatasetError(path, f"bad GPS {axis}: {value!r} is not degrees/minutes/seconds") from None
+        raise DatasetError(path, f"bad GPS {axis}: {short_repr(value)} is not degrees/minutes/seconds") from None
     if not 1 <= len(parts) <= 3 or not all(math.isfinite(p) for p in parts):
-        raise DatasetError(path, f"bad GPS {axis}: {value!r} (NaN or not degrees/minutes/seconds)")
+        raise DatasetError(path, f"bad GPS {axis}: {short_repr(value)} (NaN or not degrees/minutes/seconds)")
     if any(p < 0 for p in parts) or any(p >= 60 for p in parts[1:]):
-        raise DatasetError(path, f"bad GPS {axis}: {value!r} (negative, or minutes/seconds not below 60)")
+        raise DatasetError(path, f"bad GPS {axis}: {short_repr(value)} (negative, or minutes/seconds not below 60)")
     ref_text = _text(ref) if ref is not None else ""
     if ref_text not in refs:
-        raise DatasetError(path, f"bad GPS {axis} reference {ref!r}; expected {' or '.join(refs)}")
+        raise DatasetError(path, f"bad GPS {axis} reference {short_repr(ref)}; expected {' or '.join(refs)}")
     deg = sum(p / 60**i for i, p in enumerate(parts))
     limit = 90.0 if axis == "latitude" else 180.0
     if deg > limit:

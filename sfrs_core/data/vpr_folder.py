@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .dataset import SPLIT_NAMES, ImageSet, PlaceDataset, PlaceSplit
-from .errors import DatasetError
+from .errors import DatasetError, short_repr
 from .geo import check_latlon, check_utm, latlon_to_utm, utm_to_latlon
 from .images import is_image_name
 
@@ -63,14 +63,18 @@ def format_vpr_name(meta: VprName, ext: str = "jpg") -> str:
 
 
 def _float(text: str, what: str, source: str | os.PathLike, required: bool) -> float:
+    """A number field; empty (or ``nan``) means unknown when not ``required``; infinities are refused."""
     if text == "":
         if required:
             raise DatasetError(source, f"file name has an empty {what} field")
         return math.nan
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        raise DatasetError(source, f"file name field {what}={text!r} is not a number") from None
+        raise DatasetError(source, f"file name field {what}={short_repr(text)} is not a number") from None
+    if math.isinf(value):
+        raise DatasetError(source, f"file name field {what}={short_repr(text)} is not a finite number")
+    return value
 
 
 def parse_vpr_name(name: str, source: str | os.PathLike | None = None) -> VprName:
@@ -88,12 +92,12 @@ def parse_vpr_name(name: str, source: str | os.PathLike | None = None) -> VprNam
     try:
         zone = int(fields[2])
     except ValueError:
-        raise DatasetError(source, f"file name field UTM zone={fields[2]!r} is not an integer") from None
+        raise DatasetError(source, f"file name field UTM zone={short_repr(fields[2])} is not an integer") from None
     if not 1 <= zone <= 60:
         raise DatasetError(source, f"UTM zone {zone} is outside 1..60")
     band = fields[3].upper()
     if len(band) != 1 or band not in "CDEFGHJKLMNPQRSTUVWX":
-        raise DatasetError(source, f"UTM band {fields[3]!r} is not a latitude band letter C..X")
+        raise DatasetError(source, f"UTM band {short_repr(fields[3])} is not a latitude band letter C..X")
     check_utm(east, north, source)
     lat = _float(fields[4], "latitude", source, False)
     lon = _float(fields[5], "longitude", source, False)
