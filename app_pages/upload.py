@@ -32,20 +32,24 @@ k = c2.slider("Top-K", 1, 10, 5, key="upload_k")
 if upload is None:
     st.info("Upload a street-level photo to see where the models place it.")
     st.stop()
+choices = (sel.baseline, sel.other)
+loaded = [(model(str(c.run.path), c.generation), index_bundle(str(c.run.path), c.generation, sel.split))
+          for c in choices]
+# the photo is decoded only as large as the databases' image size needs (a 12 MP JPEG at 1/8 scale)
+sizes = [bundle.image_size for _, bundle in loaded]
+need = tuple(max(s[i] for s in sizes) for i in (0, 1)) if all(sizes) else None
+start = time.perf_counter()
 try:
-    photo = read_photo(upload.getvalue(), upload.name)
+    photo = read_photo(upload.getvalue(), upload.name, size=need)
 except PhotoError as err:
     st.error(f"This photo cannot be used. {err}")
     st.stop()
 for note in photo.notes:
     st.info(f"{photo.name}: {note}.")
-
-choices = (sel.baseline, sel.other)
-loaded = [(model(str(c.run.path), c.generation), index_bundle(str(c.run.path), c.generation, sel.split))
-          for c in choices]
-start = time.perf_counter()
-found = [localize(net, bundle, photo.rgb, k, photo.gps) for net, bundle in loaded]
+found = [localize(net, bundle, photo, k, photo.gps) for net, bundle in loaded]
 elapsed = time.perf_counter() - start
+for warning in dict.fromkeys(w for loc in found for w in loc.warnings):  # once, though both models warn
+    st.warning(f"{photo.name} was localized, but {warning}.")
 
 split = dataset(sel.data)[sel.split]
 labels = [c.label for c in choices]
@@ -67,10 +71,11 @@ for col, label, loc in zip(cols, labels, found):
         col.metric(f"{label}: top-1 error", format_distance(loc.top1_error_m),
                    f"{verdict} {CORRECT_RADIUS_M:g} m", delta_color="normal" if verdict == "within" else "inverse", delta_arrow="off",
                    help=f"Distance from the photo's GPS to the top-1 match (similarity {top.similarity:.3f}).")
-st.caption(f"Query time: {elapsed:.2f} s for both models (descriptor and search; models and indexes are cached).")
+st.caption(f"Query time: {elapsed:.2f} s for both models (decoding, descriptor and search; models and indexes "
+           "are cached).")
 
-size = loaded[1][1].meta.get("image_size")
-seen = load_rgb(photo.rgb, tuple(size) if size else None)  # the photo as the models see it
+size = loaded[1][1].image_size
+seen = load_rgb(photo.rgb, size)  # the photo as the models see it
 kinds = [c.run.kind for c in choices]
 fig = retrieval_grid(
     [seen, seen], [[m.path for m in loc.matches] for loc in found], [loc.errors_m for loc in found],
@@ -104,7 +109,7 @@ st.subheader("Why the compared model matched it")
 top1 = found[1].matches[0]
 with st.spinner("Computing the Grad-CAM heatmap…"):
     pair = _gradcam(upload.getvalue(), str(sel.other.run.path), sel.other.generation, top1.path,
-                    tuple(size) if size else None, loaded[1][0], photo.rgb)
+                    size, loaded[1][0], photo.rgb)
 err = found[1].top1_error_m
 fig = heatmap_grid(
     [pair.query_rgb], {kinds[1]: [pair.query_overlay]}, [[pair.match_overlay]],

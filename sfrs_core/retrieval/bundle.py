@@ -1,7 +1,10 @@
 """A searchable database: a model checkpoint's descriptors of one split, in a faiss index.
 
 Saved as a folder: ``index.faiss`` plus ``bundle.json`` (checkpoint, dataset, split, image
-paths, UTM and lat/lon of every database image), so ``query`` needs nothing else.
+paths, UTM and lat/lon of every database image, and the (H, W) size the database images were
+described at), so ``query`` needs nothing else. A photo is described at that same size
+(:mod:`.localize`); for a bundle saved before the size was recorded, or indexed at the images'
+own size, it is read from the header of a database image (:attr:`IndexBundle.image_size`).
 """
 from __future__ import annotations
 
@@ -13,12 +16,29 @@ from pathlib import Path
 import faiss
 import numpy as np
 import torch
+from PIL import Image
 
 from ..data.dataset import PlaceSplit
 from ..io import atomic_write_bytes
 from ..data.transforms import ImageTransform
 from .extract import extract_descriptors
 from .index import build_index, load_index, save_index, search
+
+
+_ORIENTATION = 0x0112
+
+
+def database_image_size(paths: list[str], tries: int = 3) -> tuple[int, int] | None:
+    """(H, W) of the database images, upright, read from the header of the first of ``paths``
+    that opens (nothing is decoded); None when none of the first ``tries`` can be read."""
+    for path in paths[:tries]:
+        try:
+            with Image.open(path) as img:
+                sideways = img.getexif().get(_ORIENTATION, 1) in (5, 6, 7, 8)
+                return (img.width, img.height) if sideways else (img.height, img.width)
+        except Exception:  # missing or unreadable: try the next one
+            continue
+    return None
 
 
 @dataclass
@@ -45,14 +65,33 @@ class IndexBundle:
     @classmethod
     def build(cls, model: torch.nn.Module, split: PlaceSplit, *, image_size=None, kind: str = "flat",
               batch_size: int = 32, progress: bool = True, meta: dict | None = None) -> "IndexBundle":
-        """Extract the database of ``split`` with ``model`` and index it."""
+        """Extract the database of ``split`` with ``model`` and index it.
+
+        ``image_size`` (H, W) is the size the images are described at (None: their own size);
+        the bundle records the size used either way (``meta["image_size"]``, from an image's
+        header when None), so that a photo is described as its database was."""
         transform = ImageTransform(image_size, model.normalization)
         desc = extract_descriptors(model, split.database, transform, batch_size=batch_size, progress=progress,
                                    desc=f"{split.name} database")
         db = split.database
-        return cls(build_index(desc, kind), [str(db.image_path(i)) for i in range(len(db))], db.utm, db.latlon,
-                   db.zone, {"split": split.name, "image_size": list(image_size) if image_size else None,
+        paths = [str(db.image_path(i)) for i in range(len(db))]
+        size = tuple(image_size) if image_size else database_image_size(paths)
+        return cls(build_index(desc, kind), paths, db.utm, db.latlon,
+                   db.zone, {"split": split.name, "image_size": list(size) if size else None,
+                             "image_size_from": "requested" if image_size else "database images",
                              "kind": kind, "dim": int(desc.shape[1]), **(meta or {})})
+
+    @property
+    def image_size(self) -> tuple[int, int] | None:
+        """(H, W) the database images were described at: recorded in the bundle, or (older
+        bundles, indexed at the images' own size) read once from a database image's header."""
+        size = self.meta.get("image_size")
+        if not size:
+            size = database_image_size(self.paths)
+            if size is None:
+                return None
+            self.meta["image_size"], self.meta["image_size_from"] = list(size), "database images"
+        return int(size[0]), int(size[1])
 
     def save(self, folder: str | os.PathLike) -> Path:
         folder = Path(folder)
