@@ -59,61 +59,13 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-_TRAIN_FLAGS = {  # CLI flag -> (TrainConfig path, type)
-    "loss": ("loss", str), "generations": ("generations", int), "epochs": ("epochs", int),
-    "lr": ("lr", float), "tuples_per_batch": ("tuples_per_batch", int), "cache_size": ("cache_size", int),
-    "lambda_soft": ("lambda_soft", float), "seed": ("seed", int), "device": ("device", str),
-    "runs_dir": ("runs_dir", str), "trunk": ("model.trunk", str), "clusters": ("model.num_clusters", int),
-    "pos_num": ("mining.pos_num", int), "neg_num": ("mining.neg_num", int), "neg_pool": ("mining.neg_pool", int),
-}
-
-
-def _train_config(args: argparse.Namespace):
-    from .training.config import TrainConfig
-    from .training.presets import PRESETS
-
-    data = PRESETS[args.preset](str(args.data), args.run).to_dict()
-    for flag, (path, _) in _TRAIN_FLAGS.items():
-        value = getattr(args, flag)
-        if value is not None:
-            *parents, leaf = path.split(".")
-            target = data
-            for p in parents:
-                target = target[p]
-            target[leaf] = value
-    if args.pca_dim is not None:
-        data["model"]["pca_dim"] = args.pca_dim or None
-    if args.temperatures is not None:
-        data["temperatures"] = args.temperatures
-    if args.image_size is not None:
-        data["image_size"] = None if args.image_size == ["native"] else [int(v) for v in args.image_size]
-    return TrainConfig.from_dict(data)
-
-
-def train_config_from_argv(argv: list[str]):
-    """The :class:`~sfrs_core.training.TrainConfig` that ``train ARGV`` would train (the flags of
-    the ``train`` command, without the command); ``ValueError`` with argparse's message if invalid."""
-    import contextlib
-    import io
-
-    err = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(err):
-            args = build_parser().parse_args(["train", *argv])
-    except SystemExit:
-        lines = err.getvalue().strip().splitlines()
-        raise ValueError(lines[-1] if lines else f"invalid train arguments: {argv}") from None
-    if args.data is None:
-        raise ValueError("--data is required (unless --resume)")
-    return _train_config(args)
-
-
 STOPPED_EXIT = 130  # exit status of a training stopped by SIGTERM/SIGINT (resumable)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from .training import TrainingStopped, resume_run, train
     from .training.background import stop_on_signals
+    from .training.options import config_from_args
 
     runs_dir = args.runs_dir or "runs"
     with stop_on_signals() as stop_requested:  # SIGTERM / Ctrl-C: recorded as stopped, resumable
@@ -123,7 +75,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             else:
                 if args.data is None:
                     raise ValueError("--data is required (unless --resume)")
-                out = train(_train_config(args), overwrite=args.overwrite, progress=not args.quiet,
+                out = train(config_from_args(args), overwrite=args.overwrite, progress=not args.quiet,
                             should_stop=stop_requested.is_set)
         except TrainingStopped as stop:
             print(f"{stop}; continue with: python -m sfrs_core train --run {args.run} --runs-dir {runs_dir} --resume",
@@ -146,7 +98,7 @@ def _print_run_summary(run_dir: Path) -> None:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .training.demo import build_demo_models
 
-    paths = build_demo_models(args.data, args.out, args.runs_dir, progress=not args.quiet)
+    paths = build_demo_models(args.data, args.out, args.runs_dir, progress=not args.quiet, seeds=args.seeds)
     for name, path in paths.items():
         _print_run_summary(path)
     return 0
@@ -191,16 +143,58 @@ def _cmd_export_figures(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_seeds(args: argparse.Namespace) -> int:
+    from .data import load_dataset
+    from .runs import discover_runs
+    from .seeds import markdown_table, seed_groups, seed_summary, summary_rows
+
+    runs = [r for r in discover_runs(tuple(str(d) for d in args.runs_dir)) if r.generations]
+    if not runs:
+        raise FileNotFoundError(f"no finished run in {', '.join(map(str, args.runs_dir))}")
+    datasets = {}
+    for group in seed_groups(runs):
+        data = group.runs[0].data
+        if data not in datasets:
+            datasets[data] = load_dataset(data)
+        stats = seed_summary(group, args.split, datasets[data][args.split].queries.condition)
+        print(f"{group.label} (seeds {group.seeds}), {data} / {args.split}, mean ± std (%) over seeds:")
+        print(markdown_table(summary_rows(group, stats)))
+        print()
+    return 0
+
+
+def _cmd_export_weights(args: argparse.Namespace) -> int:
+    from .models.openibl import export_openibl
+
+    done = export_openibl(args.checkpoint, args.out, pca=not args.no_pca)
+    dim = f", dim={done.pca_dim}" if done.pca_dim is not None else ""
+    print(f"{args.checkpoint} -> {done.path}: OpenIBL {done.model} state dict (K={done.num_clusters}{dim}); "
+          f"in OpenIBL: models.create('{done.model}', base, netvlad{dim}).load_state_dict(torch.load(...))")
+    for note in done.notes:
+        print(f"note: {note}")
+    return 0
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .data import load_dataset
-    from .retrieval.evaluate import evaluate
+    from .retrieval.evaluate import OPENIBL_IMAGE_SIZE, default_protocol, evaluate
     from .training.checkpoint import load_model
 
-    model, _ = load_model(args.checkpoint, device=_device(args.device))
     ds = load_dataset(args.data)
-    res = evaluate(model, ds[args.split], image_size=_size(args.image_size), k=args.k, dedupe=args.dedupe,
+    protocol = default_protocol(ds) if args.protocol == "auto" else args.protocol
+    size = _size(args.image_size)
+    if protocol == "tokyo247" and size is None:
+        if args.image_size is not None:
+            raise ValueError("the tokyo247 protocol resizes to H W (database) and max(H, W) (query shorter edge); "
+                             "give --image-size H W, or use --protocol plain for native sizes")
+        size = OPENIBL_IMAGE_SIZE
+    model, _ = load_model(args.checkpoint, device=_device(args.device))
+    res = evaluate(model, ds[args.split], image_size=size, k=args.k, dedupe=args.dedupe, protocol=protocol,
                    batch_size=args.batch_size, progress=not args.quiet, run=str(args.checkpoint), dataset_root=ds.root)
-    print(f"{args.checkpoint} on {ds.name}/{args.split}: " + ", ".join(f"R@{n} {100 * v:.1f}" for n, v in res.recall.items()))
+    how = f" [protocol {protocol}: queries' shorter edge {max(size)}, database {size[0]}x{size[1]}, " \
+          f"NMS over the top {res.meta['nms_window']}]" if protocol == "tokyo247" else ""
+    print(f"{args.checkpoint} on {ds.name}/{args.split}{how}: "
+          + ", ".join(f"R@{n} {100 * v:.1f}" for n, v in res.recall.items()))
     if args.save:
         res.save(args.save)
         print(f"per-query results written to {args.save}")
@@ -232,15 +226,21 @@ def _cmd_index(args: argparse.Namespace) -> int:
 
 
 def _cmd_query(args: argparse.Namespace) -> int:
-    from .data.exif_folder import read_gps
+    from .data.photo import open_photo
     from .retrieval.bundle import IndexBundle
     from .retrieval.localize import localize
     from .training.checkpoint import load_model
 
     bundle = IndexBundle.load(args.index)
     model, _ = load_model(args.checkpoint or bundle.meta["checkpoint"])
-    fix = read_gps(args.image)
-    result = localize(model, bundle, args.image, args.k, gps=fix[:2] if fix else None)
+    # as the Upload page: decoded reduced for the database's image size; conversions, and an
+    # unusable EXIF GPS block (ignored: the photo is localized, its error is unknown), are noted
+    photo = open_photo(args.image, bundle.image_size)
+    result = localize(model, bundle, photo, args.k, gps=photo.gps)
+    for note in photo.notes:
+        print(f"note: {args.image}: {note}", file=sys.stderr)
+    for warning in result.warnings:
+        print(f"warning: {args.image}: {warning}", file=sys.stderr)
     for m, err in zip(result.matches, result.errors_m):
         where = f"  {err:8.1f} m from the photo's GPS" if err is not None else ""
         print(f"{m.rank:>2}. sim {m.similarity:.3f}  lat {m.latlon[0]:.6f} lon {m.latlon[1]:.6f}  {m.path}{where}")
@@ -256,6 +256,8 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .training.options import add_train_arguments  # light: the parser imports no torch
+
     parser = argparse.ArgumentParser(prog="python -m sfrs_core", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -275,37 +277,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_synth_sample)
 
     p = sub.add_parser("train", help="train a SARE baseline or SFRS generations; defaults are the paper's")
-    p.add_argument("--data", type=Path, help="training dataset (folder or .mat)")
-    p.add_argument("--run", default="sfrs", help="run name: the run is written to RUNS_DIR/RUN")
-    p.add_argument("--preset", default="paper", choices=["paper", "demo", "tiny"],
-                   help="starting configuration; the flags below override it")
-    p.add_argument("--loss", choices=["sare_ind", "sare_joint", "triplet"])
-    p.add_argument("--generations", type=int, help="1 = the SARE baseline; the paper uses 4")
-    p.add_argument("--epochs", type=int, help="epochs per generation")
-    p.add_argument("--lr", type=float)
-    p.add_argument("--tuples-per-batch", type=int)
-    p.add_argument("--cache-size", type=int, help="queries between re-extractions of the training descriptors")
-    p.add_argument("--lambda-soft", type=float, help="weight λ of the soft region loss")
-    p.add_argument("--temperatures", type=float, nargs="+", help="teacher temperature per generation")
-    p.add_argument("--trunk", choices=["vgg16", "resnet18", "resnet50", "mobilenet_v2"])
-    p.add_argument("--clusters", type=int, help="NetVLAD clusters K")
-    p.add_argument("--pca-dim", type=int, help="PCA-whitening output dim (0: none)")
-    p.add_argument("--image-size", nargs="+", help="H W, or 'native'")
-    p.add_argument("--pos-num", type=int)
-    p.add_argument("--neg-num", type=int)
-    p.add_argument("--neg-pool", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--device", help="auto (default), cpu or cuda")
-    p.add_argument("--runs-dir")
+    add_train_arguments(p)
     p.add_argument("--resume", action="store_true", help="continue RUNS_DIR/RUN from its latest checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run of that name")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("demo", help="train the shipped demo models (SARE + SFRS on SynthCity, CPU) into assets/demo")
+    p = sub.add_parser("demo", help="train the shipped demo models (SARE + SFRS on SynthCity, CPU, 3 seeds) into assets/demo")
     p.add_argument("--data", type=Path, default=Path("data/synthcity"))
     p.add_argument("--out", type=Path, default=Path("assets/demo"))
     p.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one SARE + SFRS pair per seed")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_demo)
 
@@ -331,13 +313,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_export_figures)
 
+    p = sub.add_parser("seeds", help="recall of runs that differ only in their seed: mean ± std, per condition")
+    p.add_argument("--runs-dir", type=Path, nargs="+", default=[Path("assets/demo")])
+    p.add_argument("--split", default="test")
+    p.set_defaults(func=_cmd_seeds)
+
+    p = sub.add_parser("export-weights", help="write a trained VGG16 model's weights for OpenIBL (vgg16_netvlad)")
+    p.add_argument("checkpoint", type=Path, help="a model checkpoint, e.g. runs/NAME/gen3.pt")
+    p.add_argument("--format", default="openibl", choices=["openibl"],
+                   help="openibl: a plain state dict that OpenIBL's embednetpca model loads")
+    p.add_argument("--out", type=Path, required=True, help="output file (written atomically)")
+    p.add_argument("--no-pca", action="store_true",
+                   help="OpenIBL's embednet layout instead (no pca_layer; for a model without fitted PCA)")
+    p.set_defaults(func=_cmd_export_weights)
+
     p = sub.add_parser("evaluate", help="recall@1/5/10/20 of a checkpoint on a dataset split")
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--split", default="test")
-    p.add_argument("--image-size", nargs="+", help="H W, or 'native' (default)")
+    p.add_argument("--image-size", nargs="+", help="H W, or 'native' (default; 480 640 under the tokyo247 protocol)")
     p.add_argument("--k", type=int, default=20)
-    p.add_argument("--dedupe", action="store_true", help="spatial NMS: one hit per database position (Tokyo 24/7)")
+    p.add_argument("--dedupe", action="store_true",
+                   help="spatial NMS: one hit per place (the dataset's place groups, else per database position)")
+    p.add_argument("--protocol", default="auto", choices=["auto", "plain", "tokyo247"],
+                   help="tokyo247: OpenIBL's Tokyo 24/7 protocol (queries' shorter edge = max(H, W), one at a time; "
+                        "NMS over folder groups in the top 12 x max N; default size 480 640); "
+                        "auto (default): tokyo247 for a Tokyo 24/7 dataset, else plain")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto")
     p.add_argument("--save", type=Path, help="write per-query results (.npz)")
@@ -356,7 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_index)
 
     p = sub.add_parser("query", help="localize a photo against an index")
-    p.add_argument("image", type=Path)
+    p.add_argument("image", type=Path, help="the photo (JPEG, PNG, HEIC; any size: it is described at the index's "
+                   "image size); its EXIF GPS, if usable, measures each match's error")
     p.add_argument("--index", type=Path, required=True)
     p.add_argument("--checkpoint", type=Path, help="default: the one the index was built with")
     p.add_argument("--k", type=int, default=5)
