@@ -250,7 +250,8 @@ def _cmd_query(args: argparse.Namespace) -> int:
 def _cmd_prepare(args: argparse.Namespace) -> int:
     from .prepare import prepare
 
-    done = prepare(tuple(args.runs) if args.runs else DEFAULT_RUN_DIRS, tuple(args.splits), progress=not args.quiet)
+    done = prepare(tuple(args.runs) if args.runs else DEFAULT_RUN_DIRS, tuple(args.splits), progress=not args.quiet,
+                   all_seeds=args.all_seeds)
     print(f"prepared {len(done)} cached file(s) (database indexes and attention summaries)")
     return 0
 
@@ -373,6 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prepare", help="cache database indexes and attention summaries of runs, for the app")
     p.add_argument("--runs", nargs="+", help=f"folders holding run folders (default: {' '.join(DEFAULT_RUN_DIRS)})")
     p.add_argument("--splits", nargs="+", default=["test"])
+    p.add_argument("--all-seeds", action="store_true",
+                   help="also runs that differ from another only in their seed (default: the lowest seed of each)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_prepare)
     return parser

@@ -88,13 +88,23 @@ def attention_summary(run: Run, generation: int, split: str = "test", method: st
 
 
 def prepare(dirs: tuple[str, ...] = DEFAULT_RUN_DIRS, splits: tuple[str, ...] = ("test",), *,
-            methods: tuple[str, ...] = ("gradcam",), progress: bool = True) -> list[Path]:
-    """Prepare every finished generation of every run in ``dirs``; returns the index folders."""
+            methods: tuple[str, ...] = ("gradcam",), progress: bool = True, all_seeds: bool = False) -> list[Path]:
+    """Prepare every finished generation of every run in ``dirs``; returns the index folders.
+
+    Of runs that differ only in their seed, only the lowest seed is prepared unless ``all_seeds``:
+    the app reports the others from their saved results, and indexes one on demand when it is
+    picked in the sidebar.
+    """
+    from .seeds import experiment_key
+
     indexes, attention = [], []
     datasets: dict[str, PlaceDataset] = {}  # each dataset read once, whatever number of runs use it
-    for run in discover_runs(dirs):
-        if not run.generations:
-            continue
+    finished = [run for run in discover_runs(dirs) if run.generations]
+    lowest: dict[str, int] = {}
+    for run in finished:
+        key = experiment_key(run)
+        lowest[key] = min(lowest.get(key, run.seed), run.seed)
+    for run in finished if all_seeds else [r for r in finished if r.seed == lowest[experiment_key(r)]]:
         if run.data not in datasets:
             datasets[run.data] = load_dataset(run.data)
         ds = datasets[run.data]

@@ -40,6 +40,10 @@ class Run:
         return self.config["loss"]
 
     @property
+    def seed(self) -> int:
+        return int(self.config.get("seed", 0))
+
+    @property
     def generations(self) -> list[int]:
         """Finished generations (those with a checkpoint)."""
         return sorted(int(p.stem[3:]) for p in self.path.glob("gen*.pt") if p.stem[3:].isdigit())

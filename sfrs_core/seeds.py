@@ -37,7 +37,7 @@ class SeedGroup:
 
     @property
     def seeds(self) -> list[int]:
-        return [int(r.config.get("seed", 0)) for r in self.runs]
+        return [r.seed for r in self.runs]
 
     @property
     def kind(self) -> str:
@@ -63,7 +63,7 @@ def seed_groups(runs: Iterable[Run]) -> list[SeedGroup]:
     groups: dict[str, dict[int, Run]] = {}
     for run in runs:
         seeds = groups.setdefault(experiment_key(run), {})
-        seeds.setdefault(int(run.config.get("seed", 0)), run)
+        seeds.setdefault(run.seed, run)
     return [SeedGroup(tuple(seeds[s] for s in sorted(seeds))) for seeds in groups.values()]
 
 

@@ -105,3 +105,13 @@ def test_seeds_command_prints_the_table(seed_env, capsys):
     assert "tiny-sfrs, tiny-sfrs-seed1 (seeds [0, 1])" in out and "| SFRS | 1 | 2 |" in out
     data = open_run(seed_env / "tiny-sfrs").data
     assert read_vpr_folder(data)["test"].queries.condition is not None
+
+
+def test_prepare_skips_other_seeds_unless_asked(seed_env):
+    from sfrs_core.prepare import prepare
+
+    done = prepare((str(seed_env),), progress=False, methods=())
+    prepared = {p.parent.parent.name for p in done}
+    assert prepared == {"tiny-sare", "tiny-sfrs"}  # the seed-1 twin is indexed on demand
+    done = prepare((str(seed_env),), progress=False, methods=(), all_seeds=True)
+    assert {p.parent.parent.name for p in done} == {"tiny-sare", "tiny-sfrs", "tiny-sfrs-seed1"}
