@@ -80,7 +80,7 @@ def condition_recall(results: QueryResults, conditions: Sequence[str] | None,
     if conditions is not None:
         tags = np.array([time_of_day(conditions[q]) for q in results.queries])
         for tag in sorted(set(tags), key=_condition_order):
-            out[tag] = recall_from_hits(results.correct[tags == tag], ns)
+            out[str(tag)] = recall_from_hits(results.correct[tags == tag], ns)
     return out
 
 
