@@ -4,9 +4,10 @@ run's manifest, with a fall-back to the previous ``latest.pt``."""
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import signal
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from sfrs_core.errors import CheckpointError
 from sfrs_core.training.checkpoint import (MANIFEST, load_checkpoint, load_checkpoint_or_previous, previous_path,
                                            save_checkpoint)
 from sfrs_core.training.metrics_log import read_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _train_until_killed(cfg_dict: dict, resume: bool, kill_at_records: int | None, kill_in_window: bool) -> None:
@@ -53,12 +56,15 @@ def _train_until_killed(cfg_dict: dict, resume: bool, kill_at_records: int | Non
 
 
 def _run_child(cfg_dict: dict, resume: bool, kill_at_records: int | None = None, kill_in_window: bool = False) -> int:
-    ctx = mp.get_context("spawn")
-    proc = ctx.Process(target=_train_until_killed, args=(cfg_dict, resume, kill_at_records, kill_in_window))
-    proc.start()
-    proc.join(600)
-    assert not proc.is_alive(), "training child hung"
-    return proc.exitcode
+    """Run :func:`_train_until_killed` in a fresh interpreter (not multiprocessing: a spawned child
+    would re-run whatever script an earlier test left as ``__main__``); its exit code, -9 if killed."""
+    args = json.dumps([cfg_dict, resume, kill_at_records, kill_in_window])
+    code = "import json, sys; from tests.test_crash_safety import _train_until_killed; _train_until_killed(*json.loads(sys.argv[1]))"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+    done = subprocess.run([sys.executable, "-c", code, args], cwd=ROOT, env=env, timeout=600,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert done.returncode in (0, -signal.SIGKILL), done.stderr[-2000:]
+    return done.returncode
 
 
 def test_sigkill_at_random_moments_loses_and_duplicates_nothing(trained_run_reference, tiny_city, tmp_path):
