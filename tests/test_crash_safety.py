@@ -23,10 +23,12 @@ from sfrs_core.training.metrics_log import read_metrics
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _train_until_killed(cfg_dict: dict, resume: bool, kill_at_records: int | None, kill_in_window: bool) -> None:
+def _train_until_killed(cfg_dict: dict, resume: bool, kill_at_records: int | None, kill_in_window: bool,
+                        threads: int) -> None:
     """Child process: train (or resume) and SIGKILL itself when the metrics log reaches
-    ``kill_at_records`` records, or just before the generation-boundary ``latest.pt``."""
-    torch.set_num_threads(1)
+    ``kill_at_records`` records, or just before the generation-boundary ``latest.pt``. ``threads``
+    is the test process's torch thread count: the same reductions give the reference's numbers."""
+    torch.set_num_threads(threads)
     from sfrs_core.training import metrics_log, trainer
     from sfrs_core.training.config import TrainConfig
 
@@ -58,7 +60,7 @@ def _train_until_killed(cfg_dict: dict, resume: bool, kill_at_records: int | Non
 def _run_child(cfg_dict: dict, resume: bool, kill_at_records: int | None = None, kill_in_window: bool = False) -> int:
     """Run :func:`_train_until_killed` in a fresh interpreter (not multiprocessing: a spawned child
     would re-run whatever script an earlier test left as ``__main__``); its exit code, -9 if killed."""
-    args = json.dumps([cfg_dict, resume, kill_at_records, kill_in_window])
+    args = json.dumps([cfg_dict, resume, kill_at_records, kill_in_window, torch.get_num_threads()])
     code = "import json, sys; from tests.test_crash_safety import _train_until_killed; _train_until_killed(*json.loads(sys.argv[1]))"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
     done = subprocess.run([sys.executable, "-c", code, args], cwd=ROOT, env=env, timeout=600,
