@@ -22,20 +22,23 @@ import numpy as np
 import scipy.sparse as sp
 
 
-def knn_graph(features: np.ndarray, k: int) -> np.ndarray:
-    """The ``k`` nearest neighbours (inner product) of every row among all rows, nearest first."""
+def _ip_index(features: np.ndarray) -> tuple[np.ndarray, faiss.IndexFlatIP]:
     feats = np.ascontiguousarray(features, dtype=np.float32)
     index = faiss.IndexFlatIP(feats.shape[1])
     index.add(feats)
+    return feats, index
+
+
+def knn_graph(features: np.ndarray, k: int, index: faiss.IndexFlatIP | None = None) -> np.ndarray:
+    """The ``k`` nearest neighbours (inner product) of every row among all rows, nearest first."""
+    feats, index = (np.ascontiguousarray(features, dtype=np.float32), index) if index else _ip_index(features)
     _, ids = index.search(feats, min(k, len(feats)))
     return ids
 
 
-def row_max_distance(features: np.ndarray) -> np.ndarray:
+def row_max_distance(features: np.ndarray, index: faiss.IndexFlatIP | None = None) -> np.ndarray:
     """``max_k D(i, k)²`` per row, ``D = 2 - 2·<f_i, f_k>``: one search for the least similar image."""
-    feats = np.ascontiguousarray(features, dtype=np.float32)
-    index = faiss.IndexFlatIP(feats.shape[1])
-    index.add(feats)
+    feats, index = (np.ascontiguousarray(features, dtype=np.float32), index) if index else _ip_index(features)
     neg_min_sim, _ = index.search(-feats, 1)  # max_k <-f_i, f_k> = -min_k <f_i, f_k>
     far = np.maximum(2.0 + 2.0 * neg_min_sim[:, 0].astype(np.float64), 0.0)
     return np.maximum(far**2, 1e-12)
@@ -54,13 +57,14 @@ def _k_reciprocal(ids: np.ndarray, i: int, k: int) -> np.ndarray:
     return forward[(backward == i).any(axis=1)]
 
 
-def k_reciprocal_vectors(features: np.ndarray, k1: int = 20, k2: int = 1,
-                         row_max: np.ndarray | None = None) -> sp.csr_matrix:
-    """Row-normalised, sparse k-reciprocal neighbour vectors ``V`` (N × N, about N·k1 entries)."""
-    feats = np.asarray(features, dtype=np.float32)
+def k_reciprocal_vectors(features: np.ndarray, k1: int = 20, k2: int = 1, row_max: np.ndarray | None = None,
+                         index: faiss.IndexFlatIP | None = None) -> sp.csr_matrix:
+    """Row-normalised, sparse k-reciprocal neighbour vectors ``V`` (N × N, about N·k1 entries);
+    ``row_max`` and ``index`` (over ``features``) are reused when the caller has them."""
+    feats, index = (np.ascontiguousarray(features, dtype=np.float32), index) if index else _ip_index(features)
     n = len(feats)
-    row_max = row_max_distance(feats) if row_max is None else row_max
-    ids = knn_graph(feats, k1 + 1)
+    row_max = row_max_distance(feats, index) if row_max is None else row_max
+    ids = knn_graph(feats, k1 + 1, index)
     half = int(np.around(k1 / 2))
     rows, cols, vals = [], [], []
     for i in range(n):
@@ -95,9 +99,9 @@ class JaccardReranker:
     @classmethod
     def fit(cls, features: np.ndarray, k1: int = 20, k2: int = 1, lam: float = 0.1) -> "JaccardReranker":
         """Build the k-reciprocal vectors of ``features`` (L2-normalised rows)."""
-        feats = np.ascontiguousarray(features, dtype=np.float32)
-        row_max = row_max_distance(feats)
-        return cls(feats, k_reciprocal_vectors(feats, k1, k2, row_max), row_max, lam)
+        feats, index = _ip_index(features)  # one index serves the neighbour lists and the row maxima
+        row_max = row_max_distance(feats, index)
+        return cls(feats, k_reciprocal_vectors(feats, k1, k2, row_max, index), row_max, lam)
 
     def distance(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         """Re-ranked distance from image ``i[t]`` (the probe) to image ``j[t]`` for every t."""
