@@ -175,6 +175,17 @@ def _cmd_export_weights(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_import_weights(args: argparse.Namespace) -> int:
+    from .models.openibl import import_openibl
+
+    done = import_openibl(args.weights, args.out, overwrite=args.overwrite)
+    pca = f"PCA-whitening to {done.pca_dim}" if done.pca_dim is not None else "no PCA"
+    print(f"{args.weights} -> {done.path}: SFRS Studio checkpoint from OpenIBL's {done.model} "
+          f"(VGG16, K={done.num_clusters}, {pca}, {done.input_norm} input); "
+          f"use it as --checkpoint {done.path} with evaluate, index and query")
+    return 0
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .data import load_dataset
     from .retrieval.evaluate import OPENIBL_IMAGE_SIZE, default_protocol, evaluate
@@ -327,6 +338,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-pca", action="store_true",
                    help="OpenIBL's embednet layout instead (no pca_layer; for a model without fitted PCA)")
     p.set_defaults(func=_cmd_export_weights)
+
+    p = sub.add_parser("import-weights", help="convert OpenIBL's vgg16_netvlad weights into an SFRS Studio checkpoint")
+    p.add_argument("weights", type=Path,
+                   help="OpenIBL's file: its released vgg16_netvlad .pth or a checkpoint*.pth.tar")
+    p.add_argument("--format", default="openibl", choices=["openibl"],
+                   help="openibl: OpenIBL's embednetpca/embednet state dict (optionally in {'state_dict': ...})")
+    p.add_argument("--out", type=Path, required=True,
+                   help="checkpoint to write (atomically), for evaluate/index/query --checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.set_defaults(func=_cmd_import_weights)
 
     p = sub.add_parser("evaluate", help="recall@1/5/10/20 of a checkpoint on a dataset split")
     p.add_argument("--checkpoint", type=Path, required=True)

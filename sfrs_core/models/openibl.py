@@ -21,6 +21,9 @@ with ``load_state_dict``. A state dict carries no preprocessing: a model trained
 torchvision's ImageNet VGG16 takes ImageNet mean/std input where OpenIBL's scripts feed
 MatConvNet-normalised images; :func:`openibl_notes` says what OpenIBL must change. Loaded OpenIBL
 files get MatConvNet input normalisation (what OpenIBL trains and tests with).
+
+Import (:func:`import_openibl`, ``python -m sfrs_core import-weights``): an OpenIBL file written
+as one of our checkpoints (config with that normalisation + weights), the inverse of the export.
 """
 from __future__ import annotations
 
@@ -131,6 +134,10 @@ def safe_torch_load(path: str | os.PathLike) -> Any:
         raise CheckpointError(f"{path}: checkpoint not found" + (" (it is a folder)" if path.is_dir() else ""))
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: empty file (0 bytes), not a checkpoint")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head.startswith((b"PK\x03\x04", b"\x80")):  # torch's zip format, or its legacy pickle (protocol >= 2)
+        raise CheckpointError(f"{path}: not a torch checkpoint (neither a torch zip archive nor a pickle)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. torch's note on the pickle protocol
@@ -292,3 +299,42 @@ def export_openibl(checkpoint: str | os.PathLike, out: str | os.PathLike, *, pca
         torch.save(state, tmp)
     return OpenIBLExport(dst, "embednetpca" if pca else "embednet", model.config.num_clusters,
                          model.pca.out_dim if pca and model.pca is not None else None, openibl_notes(model))
+
+
+# --------------------------------------------------------------------------- importing
+
+
+class OpenIBLImport(NamedTuple):
+    """What :func:`import_openibl` wrote."""
+
+    path: Path
+    model: str  # OpenIBL's model the file held: "embednetpca" (with pca_layer) or "embednet"
+    num_clusters: int
+    pca_dim: int | None
+    input_norm: str  # the input normalisation recorded in the checkpoint ("matconvnet")
+
+
+def import_openibl(weights: str | os.PathLike, out: str | os.PathLike, *, overwrite: bool = False) -> OpenIBLImport:
+    """Convert OpenIBL's NetVLAD weights (its released ``vgg16_netvlad`` file or a training
+    checkpoint; every layout :func:`load_openibl` reads) into one of our checkpoints
+    (``training.checkpoint.model_payload``: what ``load_model``, ``evaluate``, ``index`` and
+    ``query`` take), written atomically with its manifest entry. The whole file is checked before
+    anything is written. ``FileExistsError`` when ``out`` exists and ``overwrite`` is false; a
+    wrong or corrupt file is a one-line ``CheckpointError`` naming it. Inverse of
+    :func:`export_openibl`: tensors come back bit for bit."""
+    from ..training.checkpoint import model_payload, save_checkpoint  # it imports this module
+
+    src, dst = Path(weights), Path(out)
+    if dst.is_dir():
+        raise FileExistsError(f"{dst}: is a folder; --out names the checkpoint file to write")
+    if dst.exists():
+        if src.exists() and os.path.samefile(src, dst):
+            raise ValueError(f"{dst}: --out is the OpenIBL file itself; choose another file")
+        if not overwrite:
+            raise FileExistsError(f"{dst}: already exists; pass --overwrite to replace it")
+    model = load_openibl(src)
+    has_pca = model.pca is not None
+    name = "embednetpca" if has_pca else "embednet"
+    save_checkpoint(dst, model_payload(model, imported_from={"format": "openibl", "model": name, "file": src.name}))
+    return OpenIBLImport(dst, name, model.config.num_clusters, model.pca.out_dim if has_pca else None,
+                         model.normalization.name)
