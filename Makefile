@@ -12,7 +12,7 @@ CHROMIUM  := /usr/bin/chromium
 LOCK      := constraints.txt
 LOCK_VENV := /tmp/sfrs-studio-lock-venv
 
-.PHONY: app prepare test test-all install install-test lock demo-data demo-models bench screenshots clean
+.PHONY: app prepare test test-all install install-test lock demo-data demo-models bench bench-load screenshots clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -85,6 +85,10 @@ bench: prepare
 	$(PY) bench/netvlad.py
 	$(PY) bench/train.py
 	$(PY) bench/app.py
+
+# 20 concurrent visitors for 2 minutes while a demo training runs (issue 12); also: pytest -m slow tests/test_load.py
+bench-load: prepare
+	$(PY) bench/load.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -16,7 +16,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from sfrs_core.training import RunExistsError
-from sfrs_core.training.background import (TrainingBusyError, job_status, list_jobs, pid_alive,
+from sfrs_core.training.background import (NICENESS, TrainingBusyError, job_status, list_jobs, pid_alive,
                                            running_job, start_training, stop_training, wait_for)
 from tests.apptest import run_page
 from viz_app.jobs import TrainOptions, parse_temperatures
@@ -84,6 +84,20 @@ def test_invalid_options_are_refused_before_starting(train_dir, tiny_city):
         parse_temperatures("0.07, -1")
     assert parse_temperatures("0.07, 0.06 0.05") == (0.07, 0.06, 0.05)
     assert list_jobs(train_dir) == []
+
+
+def test_a_background_training_yields_the_cpu_to_the_pages(train_dir, tiny_city):
+    """The job runs at NICENESS, its threads too, so a visitor's page is served first (bench/load.py)."""
+    s = start_training(train_dir, "nice", TrainOptions(str(tiny_city), "tiny", generations=1).args())
+    try:
+        assert os.getpriority(os.PRIO_PROCESS, s.pid) == NICENESS == 10
+        assert os.getpriority(os.PRIO_PROCESS, os.getpid()) < NICENESS  # the test (a page) keeps its own
+        wait_for(s.path, ("running",), timeout=120)
+        threads = list(Path(f"/proc/{s.pid}/task").iterdir())
+        assert threads and all(int((t / "stat").read_text().rsplit(")", 1)[1].split()[16]) == NICENESS
+                                        for t in threads)
+    finally:
+        stop_training(s.path, force=True)
 
 
 def test_start_refuse_stop_from_sidebar_and_resume_from_page(train_dir, tiny_city):

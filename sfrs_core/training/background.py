@@ -21,6 +21,11 @@ A stop is SIGTERM: :func:`stop_on_signals` (installed by the ``train`` command) 
 checkpoint ``latest.pt`` (written atomically at every re-extraction) is where a resume continues.
 ``force`` sends SIGKILL instead (the run ends ``interrupted``, equally resumable).
 
+A job runs at a lower CPU priority (:data:`NICENESS`, the scheduler's ``nice``): when a visitor of
+the app asks for a page, the page gets the cores first and the training takes every idle moment,
+so the app stays responsive while a model trains on the same machine (``bench/load.py`` measures
+it) and a training on an otherwise idle machine runs at full speed.
+
 One job at a time per training folder: :func:`start_training` refuses (:class:`TrainingBusyError`,
 naming the run) while any run in the folder is alive; the trainer's own lock refuses a second
 process on the same run.
@@ -48,6 +53,7 @@ LOG_FILE = "train.log"
 PROGRESS_FILE = "progress.json"
 STATES = ("starting", "running", "stopping", "finished", "stopped", "failed", "interrupted")
 ALIVE_STATES = ("starting", "running", "stopping")
+NICENESS = 10  # CPU priority of a background training (0 = a visitor's page; 19 = lowest)
 _START_LOCK = ".start.lock"
 _CHILDREN: dict[int, subprocess.Popen] = {}  # processes this interpreter started (polled, so never zombies)
 
@@ -267,6 +273,8 @@ def start_training(training_dir: str | os.PathLike, run: str, args: Sequence[str
             proc = subprocess.Popen([sys.executable, "-m", "sfrs_core", *argv], stdin=subprocess.DEVNULL, stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True, env=_child_env())
         _CHILDREN[proc.pid] = proc
+        with contextlib.suppress(OSError):  # set before torch starts its threads, which inherit it
+            os.setpriority(os.PRIO_PROCESS, proc.pid, NICENESS)
         atomic_write_json(run_dir / JOB_FILE, {"pid": proc.pid, "started": started, "argv": argv, "resume": resume})
     return job_status(run_dir)
 
