@@ -23,7 +23,7 @@ Targets (issues 5 and 12): first paint < 3 s; upload query < 2 s; the 12 MP phot
 slower than the 320×240 one, with peak memory growth < 500 MB; top-1 agreement ≥ 90 %; on 2 CPU
 cores. Prints the ratios.
 Run: `make bench` or `.venv/bin/python bench/app.py` (`--upload-only`: parts 2 and 3 only;
-`--no-browser`: part 2 without the real server; `--no-agreement`: no part 3).
+`--no-browser`: part 2 without the real server; `--no-agreement`: no part 3; `--agreement-only`: part 3 only).
 """
 from __future__ import annotations
 
@@ -203,6 +203,7 @@ def main() -> int:
     parser.add_argument("--upload-only", action="store_true", help="only the upload timings and the size agreement")
     parser.add_argument("--no-browser", action="store_true", help="no upload through a real server in Chromium")
     parser.add_argument("--no-agreement", action="store_true", help="no top-1 agreement of the two photo sizes")
+    parser.add_argument("--agreement-only", action="store_true", help="only the top-1 agreement of the two photo sizes")
     args = parser.parse_args()
     print(f"cores: {os.cpu_count()}  (targets: first paint < {PAINT_TARGET_S:.0f} s, upload < {UPLOAD_TARGET_S:.0f} s, "
           f"12 MP at most {LARGE_EXTRA_S} s slower, memory growth < {MEMORY_GROWTH_MB} MB, "
@@ -216,6 +217,8 @@ def main() -> int:
             print(f"{name:12s} {cold:20.2f} s {cold / PAINT_TARGET_S:9.2f}x {warm:5.2f} s {plain[name][0]:25.2f} s")
 
     loaded, split = _demo()
+    if args.agreement_only:
+        return _print_agreement(loaded, split)
     query = Path(split.queries.image_path(0))
     photos = {"320x240 (demo query)": query.read_bytes(), "4000x3000 (12 MP, upscaled)": twelve_megapixels(query),
               "4000x3000 (12 MP, + sensor noise)": twelve_megapixels(query, noise=4.0)}
@@ -247,12 +250,14 @@ def main() -> int:
             print(f"  {name:34s} median {statistics.median(times):.2f} s (min {min(times):.2f}, max {max(times):.2f}); "
                   f"server peak memory growth {growth / 1e6:.0f} MB")
 
-    if args.no_agreement:
-        return 0
+    return 0 if args.no_agreement else _print_agreement(loaded, split)
+
+
+def _print_agreement(loaded, split) -> int:
     print("top-1 of each demo test query as its 320x240 photo and as a 12 MP upscale (same database image):")
     for name, n, same, right_small, right_large in size_agreement(loaded, split):
         print(f"  {name:6s} agreement {same}/{n} = {same / n:.1%} (target {AGREEMENT:.0%}); recall@1 "
-              f"{right_small / n:.1%} (320x240) vs {right_large / n:.1%} (12 MP)")
+              f"{right_small / n:.1%} (320x240) vs {right_large / n:.1%} (12 MP)", flush=True)
     return 0
 
 

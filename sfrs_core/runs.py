@@ -109,11 +109,11 @@ class Run:
     def problem(self) -> str | None:
         """Why the run cannot be shown (None when it can): an unreadable config, no metrics log, or
         a finished generation whose checkpoint is unreadable (truncated, corrupt, code-carrying:
-        checked against the run's manifest and loaded safely) or whose evaluation results are
+        checked against the run's manifest, or loaded safely where the manifest has no entry) or whose evaluation results are
         missing or unreadable. One line, naming the file."""
         from .errors import CheckpointError
         from .retrieval.results import QueryResults
-        from .training.checkpoint import load_checkpoint
+        from .training.checkpoint import load_checkpoint, verify_checkpoint
 
         try:
             config = self.config
@@ -124,7 +124,10 @@ class Run:
         splits = [s for s in (config.get("val_split", "val"), config.get("test_split", "test")) if s]
         for g in self.generations:
             try:
-                load_checkpoint(self.path / f"gen{g}.pt")
+                # a checkpoint matching its manifest checksum is what the trainer wrote: no need to
+                # unpickle it here (the app's first page would load every run's every generation)
+                if not verify_checkpoint(self.path / f"gen{g}.pt"):
+                    load_checkpoint(self.path / f"gen{g}.pt")
             except CheckpointError as err:
                 return str(err)
             found = [s for s in splits if (self.path / "results" / f"{s}_gen{g}.npz").is_file()]

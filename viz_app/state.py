@@ -185,15 +185,15 @@ def _choices() -> Selection | None:
 @st.cache_data(show_spinner="Computing heatmaps…", max_entries=64)
 def pair_heatmaps(run_path: str, generation: int, split: str, query: int, method: str):
     """A model's heatmaps (:class:`~sfrs_core.explain.heatmaps.PairHeatmaps`) for a query and its
-    own top-1 match: the query's map targets the match's descriptor and vice versa."""
-    from sfrs_core.explain.heatmaps import compare_heatmaps
+    own top-1 match: the query's map targets the match's descriptor and vice versa (kept on disk in
+    the run's cache, so a restarted server has them at once)."""
+    from sfrs_core.explain.pair_cache import pair_heatmaps as cached_pair
 
     run = _run(run_path)
     place_split = dataset(run.data)[split]
     match = int(results(run_path, split, generation).ids[query, 0])
-    pair = compare_heatmaps({"model": model(run_path, generation)}, place_split.queries.image_path(query),
-                            place_split.database.image_path(match), method, run.image_size())
-    return pair["model"]
+    return cached_pair(run_path, generation, split, query, match, method, place_split.queries.image_path(query),
+                       place_split.database.image_path(match), run.image_size(), lambda: model(run_path, generation))
 
 
 @st.cache_data(show_spinner=False)

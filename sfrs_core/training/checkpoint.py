@@ -76,12 +76,13 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any], *, keep_pr
     return path
 
 
-def verify_checkpoint(path: str | os.PathLike) -> None:
-    """Raise :class:`CheckpointError` when ``path`` differs from its manifest entry (if it has one)."""
+def verify_checkpoint(path: str | os.PathLike) -> bool:
+    """Raise :class:`CheckpointError` when ``path`` differs from its manifest entry; True when it
+    has one and matches it (the file is byte for byte what was written), False when it has none."""
     path = Path(path)
     entry = _manifest(path.parent).get(path.name)
     if entry is None or not path.is_file():
-        return
+        return False
     size = path.stat().st_size
     if size != entry.get("bytes"):
         raise CheckpointError(f"{path}: {size} bytes, but {entry.get('bytes')} were written "
@@ -89,6 +90,7 @@ def verify_checkpoint(path: str | os.PathLike) -> None:
     if _sha256(path) != entry.get("sha256"):
         raise CheckpointError(f"{path}: contents differ from the checksum recorded when it was written "
                               f"(corrupt; see {MANIFEST})")
+    return True
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
