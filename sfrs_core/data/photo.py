@@ -10,8 +10,9 @@ localized, only its error cannot be measured).
 
 Given the ``size`` (H, W) the photo will be described at (its database's image size), a large
 photo is decoded reduced: JPEGs through Pillow's ``draft`` (the decoder scales by 1/2, 1/4 or
-1/8 while decoding, so a 12-megapixel photo is never held at full size), then every format is
-scaled down (Lanczos), aspect kept, until it just covers that size. ``Photo.rgb`` is then bounded by the
+1/8 while decoding, to no less than twice the size needed, so a 12-megapixel photo is never held at
+full size), then every format is scaled down (area average), aspect kept, until it just covers that
+size. ``Photo.rgb`` is then bounded by the
 database image size (at most :data:`MAX_COVER_AREA` times its area), not by the photo's;
 ``Photo.original_size`` keeps the photo's own size. Decompression bombs are refused from the
 header, before any decoding (:func:`.images.checked_image`).
@@ -125,8 +126,9 @@ def _decode(path: Path, size: tuple[int, int] | None = None) -> tuple[np.ndarray
         full = (img.height, img.width) if sideways else (img.width, img.height)
         if size is not None:
             th, tw = max(1, int(size[0])), max(1, int(size[1]))
-            # the decoder's own downscaling (JPEG: 1/2, 1/4, 1/8), in the file's stored orientation
-            img.draft(None, (th, tw) if sideways else (tw, th))
+            # the decoder's own downscaling (JPEG: 1/2, 1/4, 1/8), in the file's stored orientation,
+            # to no less than twice the size needed: the area average below then does the rest
+            img.draft(None, (2 * th, 2 * tw) if sideways else (2 * tw, 2 * th))
         img.load()
         note = _conversion_note(img)
         if note:
@@ -138,9 +140,10 @@ def _decode(path: Path, size: tuple[int, int] | None = None) -> tuple[np.ndarray
         if size is not None:
             target = cover_size(rgb.width, rgb.height, size)
             if target != rgb.size:
-                # Lanczos: of Pillow's filters, the one whose result (from a 12 MP upscale of a
-                # demo query) the demo models match most often to the 320×240 query's own top-1
-                rgb = rgb.resize(target, Image.LANCZOS, reducing_gap=3.0)
+                # an area average (box filter, as OpenCV's INTER_AREA): of Pillow's filters and
+                # decoder reductions, the one whose result from a 12 MP upscale of a demo query the
+                # demo models most often match to the 320×240 query's own top-1 (bench/app.py)
+                rgb = rgb.resize(target, Image.BOX)
         array = np.asarray(rgb, dtype=np.uint8).copy()
     return array, notes, full
 
