@@ -65,9 +65,11 @@ STOPPED_EXIT = 130  # exit status of a training stopped by SIGTERM/SIGINT (resum
 def _cmd_train(args: argparse.Namespace) -> int:
     from .training import TrainingStopped, resume_run, train
     from .training.background import stop_on_signals
+    from .training.distributed import RankFailed, env_world
     from .training.options import config_from_args
 
     runs_dir = args.runs_dir or "runs"
+    main_rank = env_world()[0] == 0  # under torchrun only rank 0 reports (and shows progress bars)
     with stop_on_signals() as stop_requested:  # SIGTERM / Ctrl-C: recorded as stopped, resumable
         try:
             if args.resume:
@@ -78,10 +80,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 out = train(config_from_args(args), overwrite=args.overwrite, progress=not args.quiet,
                             should_stop=stop_requested.is_set)
         except TrainingStopped as stop:
-            print(f"{stop}; continue with: python -m sfrs_core train --run {args.run} --runs-dir {runs_dir} --resume",
-                  file=sys.stderr)
+            if main_rank:
+                print(f"{stop}; continue with: python -m sfrs_core train --run {args.run} --runs-dir {runs_dir} --resume",
+                      file=sys.stderr)
             return STOPPED_EXIT
-    _print_run_summary(out)
+        except RankFailed:  # rank 0 failed (and reported why); this rank only followed it
+            return 2
+    if main_rank:
+        _print_run_summary(out)
     return 0
 
 

@@ -138,6 +138,13 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     state = data.get("state_dict", data)
     if "model_config" not in data and isinstance(state, dict) and is_openibl_state_dict(state):
         return load_openibl(path).to(device), data
+    return model_from_payload(data, device, path), data
+
+
+def model_from_payload(data: dict[str, Any], device: str | torch.device = "cpu",
+                       path: str | os.PathLike = "checkpoint") -> NetVLADModel:
+    """The model (eval mode) a :func:`model_payload` dict describes, e.g. one received from another
+    rank; ``path`` names it in errors."""
     if "model_config" not in data or "state_dict" not in data:
         raise CheckpointError(f"{path}: has no model_config/state_dict; not a model checkpoint")
     recorded = _checkpoint_config(data)
@@ -148,4 +155,4 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     except RuntimeError as err:
         raise CheckpointError(f"{path}: weights do not fit the model it describes ({err})") from None
     model.config = ModelConfig.from_dict(recorded)
-    return model.to(device).eval(), data
+    return model.to(device).eval()

@@ -33,6 +33,15 @@ class TrainConfig:
       as OpenIBL copies the live model) or ``"selected"`` (the kept checkpoint).
     * ``pca_samples``: PCA-whitening is fitted on this many random training images (queries and
       database) of the selected model (OpenIBL: 10,000).
+    * ``amp``: mixed precision in the training step and the mining/evaluation extraction
+      (bf16 autocast where supported, else fp16 with a GradScaler; bf16 on CPU). Off by default.
+    * ``channels_last``: run the trunk in channels_last memory format (faster convolutions on
+      recent GPUs with ``amp``).
+    * ``log_every``: write a step record to ``metrics.jsonl`` every N optimizer steps, with the
+      losses averaged over those N steps (reading a loss forces a host-device sync; 1 = every step).
+
+    Nothing here depends on the number of processes: a run started with ``torchrun`` on N
+    processes resumes on any other number (see ``sfrs_core.training.distributed``).
     """
 
     data: str
@@ -72,7 +81,10 @@ class TrainConfig:
     device: str = "auto"
     feature_cache_gb: float = 4.0
     batch_size: int = 32  # images per batch when extracting descriptors
-    num_workers: int = 0
+    num_workers: int = 0  # DataLoader workers for images read from disk (pinned memory on CUDA)
+    amp: bool = False
+    channels_last: bool = False
+    log_every: int = 1
 
     def __post_init__(self) -> None:
         if self.loss not in LOSS_TYPES:
@@ -87,6 +99,8 @@ class TrainConfig:
             raise ValueError("color_jitter takes 4 values: brightness, contrast, saturation, hue")
         if self.tuples_per_batch < 1 or self.cache_size < self.tuples_per_batch:
             raise ValueError("need tuples_per_batch >= 1 and cache_size >= tuples_per_batch")
+        if self.log_every < 1 or self.num_workers < 0:
+            raise ValueError("need log_every >= 1 and num_workers >= 0")
         if not self.run or "/" in self.run or self.run.startswith("."):
             raise ValueError(f"run name {self.run!r} must be a plain folder name")
 

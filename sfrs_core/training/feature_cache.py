@@ -6,9 +6,14 @@ a split fit in ``budget_gb`` they are computed once and kept in memory; extracti
 then run only the trainable suffix of the trunk (exactly the same numbers as running the whole
 trunk). Otherwise images are loaded and the prefix runs every time. Augmented training images
 (``get(..., augment=...)``) always go through the whole trunk: a cache cannot hold them.
+
+Under torchrun every rank builds its own cache (no collective here: a rank may need a split's
+features while the others do not); what the ranks share is the descriptor extraction on top of
+it, which the trainer shards.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 
@@ -42,13 +47,14 @@ class PrefixFeatures:
 
     def __init__(self, model: NetVLADModel, images: ImageSet, transform: ImageTransform, device: torch.device,
                  budget_gb: float = 4.0, batch_size: int = 32, num_workers: int = 0, progress: bool = True,
-                 name: str = "images"):
+                 name: str = "images", channels_last: bool = False):
         self.model = model
         self.images = images
         self.transform = transform
         self.device = device
         self.batch_size = batch_size
         self.num_workers = num_workers
+        self.channels_last = channels_last
         self.cache: torch.Tensor | None = None
         probe = self._run_prefix(torch.stack([transform(images.image_path(0))]))
         need_gb = probe[0].numel() * 4 * len(images) / 1e9
@@ -61,11 +67,14 @@ class PrefixFeatures:
     def _run_prefix(self, images: torch.Tensor) -> torch.Tensor:
         prefix = trunk_prefix(self.model)
         prefix.eval()
-        return prefix(images.to(self.device)).float()
+        images = images.to(self.device, non_blocking=True)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return prefix(images).float()
 
     def _compute_all(self, progress: bool, name: str) -> torch.Tensor:
         loader = DataLoader(ImageSetDataset(self.images, self.transform), batch_size=self.batch_size,
-                            num_workers=self.num_workers)
+                            num_workers=self.num_workers, pin_memory=self.device.type == "cuda")
         parts = [self._run_prefix(x).cpu() for x, _ in tqdm(loader, desc=f"frozen features: {name}", disable=not progress, leave=False)]
         return torch.cat(parts)
 
@@ -80,12 +89,27 @@ class PrefixFeatures:
         """
         idx = torch.as_tensor(indices, dtype=torch.long)
         if augment is None and self.cache is not None:
-            return self.cache[idx].to(self.device, non_blocking=True)
+            batch = self.cache[idx]
+            if self.device.type == "cuda":  # pinned (torch's caching host allocator): a truly asynchronous copy
+                batch = batch.pin_memory()
+            return batch.to(self.device, non_blocking=True)
+        return self._run_prefix(self.load(idx, augment))
+
+    def needs_images(self, augment: bool) -> bool:
+        """Whether :meth:`get` reads image files (no cache, or augmented images)."""
+        return augment or self.cache is None
+
+    def load(self, indices, augment: Callable[[Image.Image], Image.Image] | None = None) -> torch.Tensor:
+        """The transformed (and augmented) images ``len(indices) × 3 × H × W`` on CPU, before the
+        prefix: what a DataLoader worker prepares; :meth:`from_images` finishes :meth:`get`'s work."""
+        idx = torch.as_tensor(indices, dtype=torch.long)
         if augment is None:
-            batch = torch.stack([self.transform(self.images.image_path(int(i))) for i in idx])
-        else:
-            batch = torch.stack([self.transform(augment(open_rgb(self.images.image_path(int(i))))) for i in idx])
-        return self._run_prefix(batch)
+            return torch.stack([self.transform(self.images.image_path(int(i))) for i in idx])
+        return torch.stack([self.transform(augment(open_rgb(self.images.image_path(int(i))))) for i in idx])
+
+    def from_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Prefix outputs of images :meth:`load` prepared, on the training device."""
+        return self._run_prefix(images)
 
 
 def local_features(model: NetVLADModel, prefix_out: torch.Tensor) -> torch.Tensor:
@@ -95,13 +119,17 @@ def local_features(model: NetVLADModel, prefix_out: torch.Tensor) -> torch.Tenso
 
 @torch.no_grad()
 def descriptors(model: NetVLADModel, source: PrefixFeatures, batch_size: int = 64, use_pca: bool | None = False,
-                progress: bool = False, desc: str = "descriptors") -> torch.Tensor:
-    """Global descriptors of every image of ``source`` (eval mode, no gradient), on CPU."""
+                progress: bool = False, desc: str = "descriptors",
+                autocast: Callable[[], contextlib.AbstractContextManager] | None = None) -> torch.Tensor:
+    """Global descriptors of every image of ``source`` (eval mode, no gradient), float32 on CPU.
+
+    ``autocast`` (e.g. ``Precision.autocast``) wraps each batch's forward (mixed precision)."""
     was_training = model.training
     model.eval()
     out = []
     for start in tqdm(range(0, len(source), batch_size), desc=desc, disable=not progress, leave=False):
         idx = range(start, min(start + batch_size, len(source)))
-        out.append(model.aggregate(local_features(model, source.get(list(idx))), use_pca).float().cpu())
+        with autocast() if autocast is not None else contextlib.nullcontext():
+            out.append(model.aggregate(local_features(model, source.get(list(idx))), use_pca).float().cpu())
     model.train(was_training)
     return torch.cat(out)

@@ -36,6 +36,21 @@ class MetricsLog:
         self._file.close()
 
 
+class NullMetricsLog:
+    """What the ranks other than 0 hold instead of a :class:`MetricsLog`: writes nothing."""
+
+    records = 0
+
+    def write(self, record: dict[str, Any]) -> None:
+        pass
+
+    def sync(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
     """All complete records of a metrics log (a torn last line, from a crash, is skipped)."""
     path = Path(path)

@@ -1,7 +1,8 @@
 """The ``train`` command's flags and the :class:`TrainConfig` they describe.
 
 One definition serves the command line (``python -m sfrs_core train``) and the app's background
-jobs, which check a job's flags with the same parser before starting it.
+jobs, which check a job's flags with the same parser before starting it. The same flags work
+under ``torchrun --nproc_per_node=N -m sfrs_core train ...`` (see ``training.distributed``).
 """
 from __future__ import annotations
 
@@ -23,13 +24,17 @@ TRAIN_FLAGS = {  # CLI flag -> (TrainConfig path, type)
     "pos_pool": ("mining.pos_pool", int), "similarity": ("similarity", str), "gen0_epochs": ("gen0_epochs", int),
     "margin": ("margin", float), "teacher": ("teacher", str), "pca_samples": ("pca_samples", int),
     "trunk_weights": ("model.trunk_weights", str), "input_norm": ("model.input_norm", str),
+    "amp": ("amp", bool), "channels_last": ("channels_last", bool), "log_every": ("log_every", int),
+    "num_workers": ("num_workers", int),
 }
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``train`` flags that describe a configuration (the command adds --resume and the like)."""
     parser.add_argument("--data", type=Path, help="training dataset (folder or .mat)")
-    parser.add_argument("--run", default="sfrs", help="run name: the run is written to RUNS_DIR/RUN")
+    parser.add_argument("--run", "--run-name", dest="run", default="sfrs",
+                        help="run name: the run is written to RUNS_DIR/RUN (under torchrun write --run-name: "
+                        "torchrun's own parser reads --run as an ambiguous abbreviation of its --run-path)")
     parser.add_argument("--preset", default="paper", choices=["paper", "demo", "tiny"],
                         help="starting configuration; the flags below override it")
     parser.add_argument("--loss", choices=["sare_ind", "sare_joint", "triplet"])
@@ -63,7 +68,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--select-recall-n", type=int, help="keep each generation's best validation recall@N epoch (0: last)")
     parser.add_argument("--pca-samples", type=int, help="random training images PCA-whitening is fitted on (10000)")
     parser.add_argument("--seed", type=int)
-    parser.add_argument("--device", help="auto (default), cpu or cuda")
+    parser.add_argument("--device", help="auto (default), cpu or cuda (under torchrun: each rank's cuda:LOCAL_RANK)")
+    parser.add_argument("--amp", action="store_true", default=None,
+                        help="mixed precision: bf16 autocast where supported, else fp16 with loss scaling (bf16 on CPU)")
+    parser.add_argument("--channels-last", action="store_true", default=None, help="channels_last memory format (GPU)")
+    parser.add_argument("--log-every", type=int, help="a metrics step record every N steps, losses averaged (default 1)")
+    parser.add_argument("--num-workers", type=int, help="DataLoader workers reading training images (default 0)")
     parser.add_argument("--runs-dir")
 
 
