@@ -6,16 +6,19 @@ import streamlit as st
 
 from sfrs_core.explain.figure_set import figure_set_zip
 from sfrs_core.figures import recall_by_condition, recall_curves
-from viz_app.state import seed_statistics, sidebar
+from viz_app.bootstrap_panel import failure_notice, setup_panel, setup_target
+from viz_app.state import run_dirs, runs, seed_statistics, sidebar
 from viz_app.widgets import figure_downloads
 
-sel = sidebar()
+sel = sidebar(setup=True)
 st.title("SFRS Studio")
 st.caption("Image localization by retrieval — SARE and SFRS (Ge et al., ECCV 2020) compared on your data.")
 if sel is None:
+    pending = setup_target(r.data for r in runs())  # a fresh checkout: SynthCity not rendered yet
+    if pending is not None:
+        setup_panel(pending, run_dirs())
     st.stop()
-
-from viz_app.state import runs  # noqa: E402  (after the sidebar, which may stop the page)
+failure_notice(sel.data, run_dirs())
 
 rows = []
 for run in [r for r in runs() if r.data == sel.data]:

@@ -1,18 +1,23 @@
 """Region soft labels across generations: a query's difficult positives with the 9 regions drawn,
-the distribution at each generation, its entropy, and the run's training curves."""
+the distribution at each generation, its entropy, the query's GPS positives on the map as the
+generation mines them (easiest, picked, left out), and the run's training curves."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
+from sfrs_core.data.dataset import TRAIN_POS_RADIUS_M
+from sfrs_core.data.synthcity.basemap import load_basemap, load_config
 from sfrs_core.explain.heatmap_core import load_rgb
 from sfrs_core.explain.soft_labels import draw_regions, entropy, feature_size
 from sfrs_core.figures import soft_label_evolution, training_curves
 from sfrs_core.models.regions import REGION_NAMES
 from sfrs_core.training.metrics_log import final_recalls
-from viz_app.state import dataset, model, run_metrics, sidebar, soft_labels
-from viz_app.widgets import figure_downloads
+from viz_app.map import DEFAULT_FOV_DEG, known_heading, positive_color, positives_map, show_map
+from viz_app.positives import descriptor_file, describe_split, positive_marks
+from viz_app.state import dataset, model, picked_soft_labels, positive_miner, run_metrics, sidebar, soft_labels
+from viz_app.widgets import figure_downloads, map_tiles_choice, progress_button
 
 sel = sidebar()
 st.title("Soft labels")
@@ -51,6 +56,61 @@ else:
         top = int(np.argmax(weights))
         col.image(draw_regions(rgb, fhw, weights=weights), width="stretch",
                   caption=f"db {int(p)}: {weights.sum():.0%}, most on {REGION_NAMES[top]}")
+
+    st.markdown(f"**Query {int(queries[qi])}'s GPS positives**: every database image within "
+                f"{TRAIN_POS_RADIUS_M:g} m, whichever way it faces, is a positive by GPS; many show another scene")
+    query = int(queries[qi])
+    miner = positive_miner(run, g, split.name)
+    mined = miner.mine(query) if miner is not None else None
+    marks = positive_marks(split, query, mined, model_label=f"gen {g}")
+    city = load_config(run.data)
+    tiles = map_tiles_choice("sl_tiles_toggle")
+    pmap = positives_map(tuple(split.queries.latlon[query]), marks,
+                         query_heading=known_heading(split.queries.heading, query),
+                         query_image=split.queries.image_path(query), query_label=f"Query {query}",
+                         fov_deg=city.fov_deg if city is not None else DEFAULT_FOV_DEG,
+                         basemap=load_basemap(run.data, split.name), tiles=tiles,
+                         positives_label=f"GPS positives ({len(marks)})")
+    map_col, text_col = st.columns([3, 2])
+    with map_col:
+        show_map(pmap, key="sl_map", height=430)
+    with text_col:
+        if mined is None:
+            st.markdown("Wedges: where each positive looks, from the query's (black) position. Which of them "
+                        f"does generation {g} treat as the same scene? Mining needs its descriptors of the whole "
+                        f"{split.name} split (the k-reciprocal re-ranking looks at neighbours of neighbours).")
+            n = len(split.database) + len(split.queries)
+            progress_button(f"Mine with generation {g} ({n} images, once: about {0.15 * n:.0f} s)",
+                            "sl_mine", lambda on_progress: describe_split(
+                                model(str(run.path), g), split, size, descriptor_file(run, g, split.name), on_progress))
+        else:
+            cfg = miner.cfg
+            st.markdown(
+                f"As generation {g}'s model mines them (the trainer's own `TupleMiner`): "
+                f"**easiest** (★, black outline): the positive it ranks first, for the hard loss; "
+                f"**picked** (pink): the {len(mined.picked)} difficult positives for the soft loss, taken from "
+                f"its {len(mined.pool)} best-ranked by k-reciprocal re-ranking (promoted first, then unmoved, up to "
+                f"{cfg.pos_num}); **grey, dashed**: left out (demoted, or outside the pool). Hover a label for its "
+                "rank. Below: each positive's image; a picked one with the share of the soft labels "
+                f"generation {g} gives it as a teacher (τ = {snap.temperature:g}).")
+    shares = {}
+    if mined is not None and len(mined.picked):
+        soft = picked_soft_labels(str(run.path), g, split.name, query, tuple(int(i) for i in mined.picked),
+                                  snap.temperature)
+        shares = {int(i): (float(w.sum()), REGION_NAMES[int(w.argmax())]) for i, w in zip(mined.picked, soft)}
+    per_row = 8
+    for start in range(0, len(marks), per_row):
+        for col, mark in zip(st.columns(per_row), marks[start:start + per_row]):
+            star = " ★ easiest" if mark.easiest else ""
+            heading = "" if mark.heading is None else f" · {mark.heading:.0f}°"
+            col.image(str(split.database.image_path(mark.db_index)), width="stretch",
+                      caption=f"{mark.label}: {mark.distance_m:.1f} m{heading}{star}")
+            if mark.picked is not None:
+                share, region = shares.get(mark.db_index, (0.0, ""))
+                role = (f"<b>picked</b>: {share:.0%} of the soft labels, most on {region}" if mark.picked
+                        else "left out")
+                col.markdown(f"<div style='font-size:0.8em;margin-top:-0.6em;border-left:4px solid "
+                             f"{positive_color(mark)};padding-left:4px'>{role}</div>", unsafe_allow_html=True)
 
     dists = [s.distributions[qi] for s in snaps]
     temps = [s.temperature for s in snaps]

@@ -87,13 +87,21 @@ def attention_summary(run: Run, generation: int, split: str = "test", method: st
     return summary
 
 
+ProgressCallback = Callable[[str, float, int, str], None]
+"""``on_progress(stage, done, total, item)`` of :func:`prepare`: ``stage`` is ``"index"`` or
+``"attention"``, ``done`` of ``total`` models of that stage are finished (fractional while one is
+under way: the attention summary reports each query), ``item`` names the model being prepared."""
+
+
 def prepare(dirs: tuple[str, ...] = DEFAULT_RUN_DIRS, splits: tuple[str, ...] = ("test",), *,
-            methods: tuple[str, ...] = ("gradcam",), progress: bool = True, all_seeds: bool = False) -> list[Path]:
+            methods: tuple[str, ...] = ("gradcam",), progress: bool = True, all_seeds: bool = False,
+            on_progress: ProgressCallback | None = None) -> list[Path]:
     """Prepare every finished generation of every run in ``dirs``; returns the index folders.
 
     Of runs that differ only in their seed, only the lowest seed is prepared unless ``all_seeds``:
     the app reports the others from their saved results, and indexes one on demand when it is
-    picked in the sidebar.
+    picked in the sidebar. ``on_progress`` (see :data:`ProgressCallback`) is told before and
+    after each model, e.g. to move the app's progress bar.
     """
     from .seeds import experiment_key
 
@@ -112,11 +120,19 @@ def prepare(dirs: tuple[str, ...] = DEFAULT_RUN_DIRS, splits: tuple[str, ...] = 
             indexes += [(run, g, ds[s]) for g in run.generations]
             if ds[s].queries.label_root is not None:
                 attention += [(run, run.last_generation, ds[s], m) for m in methods]
+    report = on_progress or (lambda stage, done, total, item: None)
     done = []
-    for run, g, sp in tqdm(indexes, desc="Indexing databases", unit="model", disable=not progress):
+    for i, (run, g, sp) in enumerate(tqdm(indexes, desc="Indexing databases", unit="model", disable=not progress)):
+        report("index", i, len(indexes), f"{run.name} gen {g} ({sp.name})")
         prepared_index(run, g, sp.name, place_split=sp, progress=progress)
         done.append(index_folder(run, g, sp.name))
-    for run, g, sp, m in tqdm(attention, desc="Attention by class", unit="model", disable=not progress):
-        attention_summary(run, g, sp.name, m, place_split=sp, progress=progress)
+    report("index", len(indexes), len(indexes), "")
+    for i, (run, g, sp, m) in enumerate(tqdm(attention, desc="Attention by class", unit="model", disable=not progress)):
+        item = f"{run.name} gen {g} ({sp.name}, {m})"
+        report("attention", i, len(attention), item)
+        attention_summary(run, g, sp.name, m, place_split=sp, progress=progress,
+                          on_progress=lambda q, n, i=i, item=item: report("attention", i + q / max(n, 1),
+                                                                          len(attention), item))
         done.append(attention_file(run, g, sp.name, m))
+    report("attention", len(attention), len(attention), "")
     return done

@@ -33,15 +33,17 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve_app(env: dict[str, str] | None = None, timeout_s: float = 120.0, preload: bool = False) -> Iterator[str]:
+def serve_app(env: dict[str, str] | None = None, timeout_s: float = 120.0, preload: bool = False,
+              root: Path = ROOT) -> Iterator[str]:
     """``streamlit run app.py`` on a free port of 127.0.0.1 (``preload``: through ``viz_app.serve``,
-    as ``make app`` starts it); yields its base URL, stops the server after."""
+    as ``make app`` starts it) in ``root`` (this checkout, or a copy of it); yields its base URL,
+    stops the server after."""
     port = free_port()
-    launcher = ["viz_app.serve"] if preload else ["streamlit", "run", str(ROOT / "app.py")]
+    launcher = ["viz_app.serve"] if preload else ["streamlit", "run", str(root / "app.py")]
     cmd = [sys.executable, "-m", *launcher, "--server.headless", "true",
            "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
            "--server.fileWatcherType", "none"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(cmd, cwd=root, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -72,6 +74,7 @@ class PageVisit:
     nav: list[str] = field(default_factory=list)  # the sidebar's page links, as shown
     metrics: list[str] = field(default_factory=list)  # st.metric boxes, as shown
     screenshot: Path | None = None
+    requests: list[str] = field(default_factory=list)  # every URL the page and its frames asked for
 
 
 def wait_rendered(page, timeout_s: float = 120.0) -> float:
@@ -91,10 +94,21 @@ def wait_rendered(page, timeout_s: float = 120.0) -> float:
     raise TimeoutError(f"{page.url} still busy after {timeout_s:.0f} s")
 
 
+def wait_maps(page, timeout_s: float = 60.0) -> int:
+    """Wait until every map (streamlit-folium's component frame) of the page has drawn Leaflet and
+    its layers have had a moment to load; returns the number of maps."""
+    frames = page.locator("iframe[title*=st_folium]")
+    for i in range(frames.count()):
+        frames.nth(i).content_frame.locator(".leaflet-container").wait_for(timeout=timeout_s * 1000)
+    page.wait_for_timeout(1000)
+    return frames.count()
+
+
 def visit_pages(url: str, names: list[str], out: Path | None = None, *, width: int = 1400, height: int = 1000,
-                timeout_s: float = 180.0) -> list[PageVisit]:
+                timeout_s: float = 180.0, maps: bool = False) -> list[PageVisit]:
     """Open each page in a fresh tab of Chromium; record the time until it has rendered (from
-    navigation), its error boxes, and a screenshot (``width`` × ``height`` window) into ``out``."""
+    navigation), its error boxes, every URL it requested, and a screenshot (``width`` × ``height``
+    window) into ``out``; ``maps``: also wait for its maps to be drawn (:func:`wait_maps`)."""
     from playwright.sync_api import sync_playwright
 
     visits = []
@@ -106,9 +120,14 @@ def visit_pages(url: str, names: list[str], out: Path | None = None, *, width: i
             context = browser.new_context(viewport={"width": width, "height": height}, device_scale_factor=1)
             for name in names:
                 page = context.new_page()
+                requested: list[str] = []
+                page.on("request", lambda request, seen=requested: seen.append(request.url))
                 t0 = time.time()
                 page.goto(f"{url}/{PAGES[name]}")
                 visit = PageVisit(name, wait_rendered(page, timeout_s) - t0)
+                if maps:
+                    wait_maps(page, timeout_s)
+                visit.requests = requested
                 visit.errors = [e.inner_text()[:500] for e in page.locator(ERRORS).all()]
                 visit.nav = [a.inner_text().strip() for a in page.locator("[data-testid=stSidebarNav] a").all()]
                 if out is not None:

@@ -145,17 +145,19 @@ def _model_picker(label: str, options: list[Run], kind: str, key: str) -> Choice
     return Choice(run, g)
 
 
-def sidebar() -> Selection | None:
+def sidebar(setup: bool = False) -> Selection | None:
     """The shared sidebar (choices, then the training panel); None, with a message on the page,
-    when there is nothing to show."""
-    sel = _choices()
+    when there is nothing to show. While the chosen dataset is the app's own SynthCity and is not
+    rendered yet (or being set up), pages say so and point to the Overview, which passes ``setup``
+    and draws the set-up panel itself (:mod:`viz_app.bootstrap_panel`)."""
+    sel = _choices(setup)
     from viz_app.train_panel import training_panel
 
     training_panel(sel)
     return sel
 
 
-def _choices() -> Selection | None:
+def _choices(setup: bool = False) -> Selection | None:
     all_runs = runs()
     st.sidebar.title("SFRS Studio")
     broken = broken_runs()
@@ -170,6 +172,12 @@ def _choices() -> Selection | None:
     datasets = sorted({r.data for r in all_runs})
     data = _sticky_select("Dataset", datasets, "dataset")
     options = [r for r in all_runs if r.data == data]
+    from viz_app.bootstrap_panel import setup_needed, setup_notice
+
+    if setup_needed(data):
+        if not setup:
+            setup_notice(data)
+        return None
     try:
         ds = dataset(data)
     except DatasetError as err:
@@ -205,6 +213,36 @@ def soft_labels(run: Run):
     """The soft-label snapshots a run saved (one per generation), re-read when a new one appears."""
     files = sorted((run.path / "soft_labels").glob("gen*.npz"))
     return _soft_labels(str(run.path), tuple((f.name, f.stat().st_mtime) for f in files))
+
+
+@st.cache_resource(show_spinner="Mining the split's positives…", max_entries=8)
+def _positive_miner(run_path: str, generation: int, split: str, stamp: float):
+    from viz_app.positives import mined_positives
+
+    run = _run(run_path)
+    return mined_positives(run, generation, dataset(run.data)[split]) if stamp else None
+
+
+def positive_miner(run: Run, generation: int, split: str):
+    """Every query's mining outcome (:class:`viz_app.positives.MiningTable`) of a run's generation
+    on ``split``, from its descriptors cached on disk; None until they are extracted."""
+    from viz_app.positives import descriptor_file
+
+    path = descriptor_file(run, generation, split)
+    return _positive_miner(str(run.path), generation, split, path.stat().st_mtime if path.is_file() else 0.0)
+
+
+@st.cache_data(show_spinner="Soft labels of the picked positives…", max_entries=64)
+def picked_soft_labels(run_path: str, generation: int, split: str, query: int, picked: tuple[int, ...],
+                       temperature: float):
+    """:func:`viz_app.positives.picked_soft_labels` of a run's generation, (len(picked), 9)."""
+    import numpy as np
+
+    from viz_app.positives import picked_soft_labels as compute
+
+    run = _run(run_path)
+    return compute(model(run_path, generation), dataset(run.data)[split], query, np.asarray(picked, dtype=np.int64),
+                   temperature, run.image_size())
 
 
 @st.cache_data(show_spinner=False)

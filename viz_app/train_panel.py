@@ -49,10 +49,38 @@ def duration(seconds: float | None) -> str:
     return f"{s} s"
 
 
+# The trainer's set-up stages before the first iteration, as it names them in progress.json ("stage"),
+# by prefix; later stages (the val/test split's frozen features, PCA whitening) come with the bars.
+SETUP_STAGES = ("reading the dataset", "frozen features", "k-means")
+
+
+def stage_text(progress: dict, now: float | None = None) -> str | None:
+    """The stage the trainer reports with how long it has been at it (``'k-means initialisation of
+    NetVLAD, for 1 min 05 s'``), or None when it reports none (iterating, or an older trainer)."""
+    stage = progress.get("stage")
+    if not stage:
+        return None
+    since = progress.get("stage_started")
+    return f"{stage}, for {duration((now or time.time()) - since)}" if since else stage
+
+
+def setup_step(progress: dict) -> tuple[float, str] | None:
+    """While the trainer sets up (a stage reported, no iteration total yet): the fraction of the set-up
+    done, by stage, and the step in words (``'set-up step 2 of 3'``); None otherwise."""
+    stage = progress.get("stage")
+    if not stage or progress.get("total_iterations"):
+        return None
+    step = next((i for i, prefix in enumerate(SETUP_STAGES) if stage.startswith(prefix)), None)
+    if step is None:
+        return 0.0, "set-up"
+    return step / len(SETUP_STAGES), f"set-up step {step + 1} of {len(SETUP_STAGES)}"
+
+
 def state_text(s: JobStatus) -> str:
-    """One line: the state in words (and 'preparing' while the trainer sets up)."""
+    """One line: the state in words (and the set-up stage while the trainer prepares)."""
     if s.state == "running" and s.preparing:
-        return "preparing (dataset, frozen features, k-means)"
+        stage = stage_text(s.progress)
+        return f"preparing: {stage}" if stage else "preparing (dataset, frozen features, k-means)"
     return _STATE_TEXT.get(s.state, s.state)
 
 
@@ -86,7 +114,11 @@ def progress_bars(s: JobStatus, compact: bool = False) -> None:
     eta = f" · ETA {duration(p.get('eta_s'))}" if s.state == "running" and p.get("eta_s") is not None else ""
     bars = position(p)
     if not bars:
-        st.progress(1.0 if s.state == "finished" else 0.0, text=state_text(s))
+        setup = setup_step(p) if s.alive else None
+        if setup is not None:
+            st.progress(_clamp(setup[0]), text=setup[1])  # the stage itself is in state_text
+        else:
+            st.progress(1.0 if s.state == "finished" else 0.0, text=state_text(s))
         return
     if compact:
         st.progress(_clamp(s.fraction), text=f"{bars['generation'][1]}{eta}")
@@ -94,6 +126,9 @@ def progress_bars(s: JobStatus, compact: bool = False) -> None:
     for name in ("generation", "epoch", "iteration"):
         frac, label = bars[name]
         st.progress(_clamp(1.0 if s.state == "finished" else frac), text=label)
+    stage = stage_text(p) if s.alive else None
+    if stage:  # between iterations: a split's frozen features, PCA whitening
+        st.caption(f"Now: {stage}")
 
 
 def _stop_button(s: JobStatus, key: str) -> None:

@@ -58,3 +58,28 @@ def query_picker(conditions: Sequence[str] | None, a: QueryResults, b: QueryResu
 
 def _pick_random(key: str, candidates: list[int]) -> None:
     st.session_state[key] = int(np.random.default_rng().choice(candidates))
+
+
+def map_tiles_choice(key: str) -> str:
+    """The sidebar switch for online map tiles: ``"osm"`` (OpenStreetMap, fetched from the internet)
+    or ``"none"`` (the offline map). Default from ``SFRS_MAP_TILES``; the choice is shared by the
+    pages with maps."""
+    from viz_app.map import tiles_from_env
+
+    if key not in st.session_state:
+        st.session_state[key] = st.session_state.get("map_tiles", tiles_from_env()) == "osm"
+    online = st.sidebar.toggle("Online map tiles (OpenStreetMap)", key=key,
+                               help="Draw OpenStreetMap's streets under the pins: for real datasets, whose GPS "
+                                    "is a real place. Fetches tiles from the internet; off, the maps need nothing "
+                                    "from outside this app. Default: the environment variable SFRS_MAP_TILES=osm.")
+    st.session_state["map_tiles"] = "osm" if online else "none"
+    return st.session_state["map_tiles"]
+
+
+def progress_button(label: str, key: str, work: Callable[[Callable[[int, int], None]], object]) -> None:
+    """A button that runs ``work(on_progress)`` under a progress bar (``on_progress(done, total)``),
+    then reruns the page (the result is expected to be cached by then)."""
+    if st.button(label, key=key, icon=":material/play_arrow:"):
+        bar = st.progress(0.0)
+        work(lambda done, total: bar.progress(done / max(total, 1), text=f"{done} / {total} images"))
+        st.rerun()

@@ -12,6 +12,7 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,12 +115,14 @@ def read_meta(root: str | os.PathLike) -> dict:
     return json.loads((Path(root) / META_FILE).read_text())
 
 
-def generate(cfg: SynthCityConfig, out: str | os.PathLike, workers: int | None = None, overwrite: bool = False, progress: bool = True) -> Path:
+def generate(cfg: SynthCityConfig, out: str | os.PathLike, workers: int | None = None, overwrite: bool = False,
+             progress: bool = True, on_progress: Callable[[int, int], None] | None = None) -> Path:
     """Render the whole dataset into ``out``; returns its path.
 
     Rendering goes to a temporary sibling folder renamed into place at the end, so an
     interrupted run never leaves a half-written dataset at ``out``. The bytes depend only
-    on ``cfg`` (not on ``workers``).
+    on ``cfg`` (not on ``workers``). ``on_progress(done, total)`` is called as images are
+    written (e.g. to move the app's progress bar).
     """
     out = Path(out)
     if out.exists():
@@ -137,16 +140,20 @@ def generate(cfg: SynthCityConfig, out: str | os.PathLike, workers: int | None =
         workers = workers or min(os.cpu_count() or 1, 8)
         bar = tqdm(total=len(jobs), desc="SynthCity", unit="img", disable=not progress)
         tasks = [(job, str(tmp)) for job in jobs]
+        report = on_progress or (lambda done, total: None)
+        report(0, len(tasks))
         if workers <= 1:
             _init_worker(cfg.to_dict())
-            for task in tasks:
+            for i, task in enumerate(tasks):
                 _render_and_write(task)
                 bar.update()
+                report(i + 1, len(tasks))
         else:
             chunk = max(1, min(64, math.ceil(len(tasks) / (workers * 8))))
             with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(cfg.to_dict(),)) as pool:
-                for _ in pool.map(_render_and_write, tasks, chunksize=chunk):
+                for i, _ in enumerate(pool.map(_render_and_write, tasks, chunksize=chunk)):
                     bar.update()
+                    report(i + 1, len(tasks))
         bar.close()
         counts = {s: {r: sum(1 for j in jobs if j.split == s and j.role == r) for r in ("database", "queries")} for s in SPLITS}
         meta = {
