@@ -6,9 +6,10 @@ import streamlit as st
 
 from sfrs_core.data.dataset import TRAIN_POS_RADIUS_M
 from sfrs_core.data.synthcity.basemap import load_basemap, load_config
+from sfrs_core.explain.positives import describe_split, descriptor_file
 from sfrs_core.figures.style import CORRECT_RADIUS_M, color_map
 from viz_app.map import DEFAULT_FOV_DEG, PinSet, known_heading, pins_from_results, retrieval_map, show_map
-from viz_app.positives import descriptor_file, describe_split, positive_marks
+from viz_app.positives import positive_marks
 from viz_app.state import compared_results, dataset, model, positive_miner, sidebar
 from viz_app.widgets import map_tiles_choice, progress_button, query_picker
 

@@ -10,12 +10,13 @@ import streamlit as st
 from sfrs_core.data.dataset import TRAIN_POS_RADIUS_M
 from sfrs_core.data.synthcity.basemap import load_basemap, load_config
 from sfrs_core.explain.heatmap_core import load_rgb
+from sfrs_core.explain.positives import describe_split, descriptor_file
 from sfrs_core.explain.soft_labels import draw_regions, entropy, feature_size
 from sfrs_core.figures import soft_label_evolution, training_curves
 from sfrs_core.models.regions import REGION_NAMES
 from sfrs_core.training.metrics_log import final_recalls
 from viz_app.map import DEFAULT_FOV_DEG, known_heading, positive_color, positives_map, show_map
-from viz_app.positives import descriptor_file, describe_split, positive_marks
+from viz_app.positives import positive_marks
 from viz_app.state import dataset, model, picked_soft_labels, positive_miner, run_metrics, sidebar, soft_labels
 from viz_app.widgets import figure_downloads, map_tiles_choice, progress_button
 

@@ -6,7 +6,11 @@
 - The last generation of each run gets its attention-by-class summary over the split's queries
   for the app's default heatmap method, Grad-CAM (SynthCity only: it needs label maps), in
   ``<run>/cache/attention_<split>_gen<g>_<method>.json``; other generations and methods are
-  computed on demand and cached the same way.
+  computed on demand and cached the same way. Its heatmaps of the first query (what the Heatmaps
+  page opens on) are cached too (:mod:`.explain.pair_cache`).
+- The last generation of each SFRS run gets every validation query's mined positives (the
+  descriptors of the whole split, then the trainer's re-ranked mining, :mod:`.explain.positives`)
+  for the Soft labels and Map pages.
 
 ``make app`` runs :func:`prepare` first; everything is rebuilt when a checkpoint is newer.
 """
@@ -105,7 +109,7 @@ def prepare(dirs: tuple[str, ...] = DEFAULT_RUN_DIRS, splits: tuple[str, ...] = 
     """
     from .seeds import experiment_key
 
-    indexes, attention = [], []
+    indexes, attention, positives = [], [], []
     datasets: dict[str, PlaceDataset] = {}  # each dataset read once, whatever number of runs use it
     finished = [run for run in discover_runs(dirs) if run.generations]
     lowest: dict[str, int] = {}
@@ -120,6 +124,9 @@ def prepare(dirs: tuple[str, ...] = DEFAULT_RUN_DIRS, splits: tuple[str, ...] = 
             indexes += [(run, g, ds[s]) for g in run.generations]
             if ds[s].queries.label_root is not None:
                 attention += [(run, run.last_generation, ds[s], m) for m in methods]
+        mined_split = run.config.get("val_split", "val")  # where the soft-label snapshots are taken
+        if run.kind == "SFRS" and mined_split in ds.splits:
+            positives.append((run, run.last_generation, ds[mined_split]))
     report = on_progress or (lambda stage, done, total, item: None)
     done = []
     for i, (run, g, sp) in enumerate(tqdm(indexes, desc="Indexing databases", unit="model", disable=not progress)):
@@ -134,5 +141,35 @@ def prepare(dirs: tuple[str, ...] = DEFAULT_RUN_DIRS, splits: tuple[str, ...] = 
                           on_progress=lambda q, n, i=i, item=item: report("attention", i + q / max(n, 1),
                                                                           len(attention), item))
         done.append(attention_file(run, g, sp.name, m))
+        done.append(_first_pair(run, g, sp, m))
     report("attention", len(attention), len(attention), "")
+    for i, (run, g, sp) in enumerate(tqdm(positives, desc="Mined positives", unit="model", disable=not progress)):
+        item = f"{run.name} gen {g} ({sp.name})"
+        report("positives", i, len(positives), item)
+        done.append(prepared_positives(run, g, sp, on_progress=lambda n, total, i=i, item=item: report(
+            "positives", i + n / max(total, 1), len(positives), item)))
+    report("positives", len(positives), len(positives), "")
     return done
+
+
+def _first_pair(run: Run, generation: int, split: PlaceSplit, method: str) -> Path:
+    """Cache the heatmaps of the split's first query and its top-1 (the Heatmaps page's first view)."""
+    from .explain.pair_cache import pair_file, pair_heatmaps
+
+    match = int(run.results(split.name, generation).ids[0, 0])
+    pair_heatmaps(run.path, generation, split.name, 0, match, method, split.queries.image_path(0),
+                  split.database.image_path(match), run.image_size(), lambda: run.model(generation))
+    return pair_file(run.path, generation, split.name, 0, match, method)
+
+
+def prepared_positives(run: Run, generation: int, split: PlaceSplit, *,
+                       on_progress: Callable[[int, int], None] | None = None) -> Path:
+    """Every query's mined positives of a generation on ``split`` (what the Soft labels and Map
+    pages draw, :mod:`.explain.positives`): the split described once, then mined; cached."""
+    from .explain.positives import describe_split, descriptor_file, mined_positives, mining_file
+
+    if mined_positives(run, generation, split) is None:
+        describe_split(run.model(generation), split, run.image_size(), descriptor_file(run, generation, split.name),
+                       on_progress)
+        mined_positives(run, generation, split)
+    return mining_file(run, generation, split.name)

@@ -177,7 +177,7 @@ def test_the_worker_renders_then_prepares_reporting_each_stage(fresh_dir, monkey
         assert all((index_folder(run, g, "test") / "bundle.json").is_file() for g in run.generations)
         assert attention_file(run, run.last_generation, "test", "gradcam").is_file()
     stages = [r["stage"] for r in reports]
-    assert [s for i, s in enumerate(stages) if i == 0 or s != stages[i - 1]] == ["render", "index", "attention", None]
+    assert [s for i, s in enumerate(stages) if i == 0 or s != stages[i - 1]] == ["render", "index", "attention", "positives", None]
     renders = [r for r in reports if r["stage"] == "render" and r["total"]]
     assert renders[-1]["done"] == renders[-1]["total"] == 536  # every image of the tiny preset, counted
     assert [r["done"] for r in renders] == sorted(r["done"] for r in renders)

@@ -19,7 +19,8 @@ from sfrs_core.data.vpr_folder import parse_vpr_name
 from sfrs_core.training.mining import MiningConfig
 from viz_app.map import (LEAFLET_JS, OSM_TILES, Pin, PinSet, add_database_cones, offline_map, positives_map,
                          retrieval_map, tiles_from_env, view_cone)
-from viz_app.positives import MiningTable, PositiveMiner, positive_marks
+from sfrs_core.explain.positives import MiningTable, PositiveMiner
+from viz_app.positives import positive_marks
 
 ONLINE = re.compile(r"https?://|//cdn|unpkg")
 TILE_LAYER = re.compile(r"L\.tileLayer\(")

@@ -64,3 +64,37 @@ def test_attention_summary_is_cached_and_equals_a_direct_computation(tiny_runs, 
     direct = attention_by_class(sfrs.model(0), load_dataset(sfrs.data)["test"], sfrs.results("test", 0), "activation")
     assert summary["shares"] == pytest.approx(direct["shares"])
     assert sum(summary["shares"].values()) == pytest.approx(1.0)
+
+
+def test_prepare_mines_the_sfrs_runs_validation_positives_with_the_models_own_descriptors(tiny_runs, prepared):
+    """The Soft labels and Map pages' mined positives come prepared for the SFRS run only: the
+    stored descriptors are the model's own (no PCA, an independent extraction path) and the stored
+    table is what the trainer's miner makes of them."""
+    from sfrs_core.explain.positives import (MiningTable, PositiveMiner, cached_descriptors, mined_positives,
+                                             mining_config, mining_file)
+
+    sfrs, sare = open_run(tiny_runs / "tiny-sfrs"), open_run(tiny_runs / "tiny-sare")
+    g = sfrs.last_generation
+    assert mining_file(sfrs, g, "val") in prepared
+    assert not mining_file(sare, sare.last_generation, "val").exists()
+    split = load_dataset(sfrs.data)["val"]
+    model = sfrs.model(g)
+    db, q = cached_descriptors(sfrs, g, split)
+    transform = ImageTransform(sfrs.image_size(), model.normalization)
+    model.pca = None  # the descriptors mining uses: before PCA
+    np.testing.assert_allclose(db, extract_descriptors(model, split.database, transform, progress=False), atol=1e-5)
+    table = mined_positives(sfrs, g, split)
+    fresh = MiningTable.from_miner(PositiveMiner(split, db, q, mining_config(sfrs)), len(split.queries))
+    for a, b in zip((table.positives, table.ranked, table.picked), (fresh.positives, fresh.ranked, fresh.picked)):
+        assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert any(len(p) for p in table.picked)
+
+
+def test_prepare_caches_the_heatmaps_the_heatmaps_page_opens_on(tiny_runs, prepared):
+    from sfrs_core.explain.pair_cache import pair_file
+
+    for run in (open_run(tiny_runs / "tiny-sfrs"), open_run(tiny_runs / "tiny-sare")):
+        g = run.last_generation
+        match = int(run.results("test", g).ids[0, 0])
+        assert pair_file(run.path, g, "test", 0, match, "gradcam") in prepared
+        assert pair_file(run.path, g, "test", 0, match, "gradcam").is_file()

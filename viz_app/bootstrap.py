@@ -52,9 +52,10 @@ START_LOCK, RENDER_LOCK = "start.lock", "render.lock"
 WRITE_EVERY_S = 0.5  # at most two status writes a second (the render reports every image)
 STATES = ("idle", "starting", "running", "finished", "failed")
 ALIVE_STATES = ("starting", "running")
-STAGES = ("render", "index", "attention")  # in this order; "render" only when the dataset is missing
+STAGES = ("render", "index", "attention", "positives")  # in this order; "render" only when the dataset is missing
 STAGE_TITLES = {"render": "Rendering SynthCity", "index": "Indexing the databases",
-                "attention": "Attention summaries (Grad-CAM by semantic class)"}
+                "attention": "Attention summaries (Grad-CAM by semantic class)",
+                "positives": "Mined positives (the Soft labels and Map pages)"}
 EXIT_BUSY = 3  # the worker's exit status when another worker holds the render lock
 
 _CHILDREN: dict[int, subprocess.Popen] = {}  # workers this process started (polled, so never zombies)
@@ -139,7 +140,7 @@ class BootstrapStatus:
         current = min(int(self.done) + 1, self.total)
         within = self.done - int(self.done)
         detail = f" — {self.item}" if self.item else ""
-        part = f", {round(100 * within)} %" if within > 0 and self.stage == "attention" else ""
+        part = f", {round(100 * within)} %" if within > 0 and self.stage in ("attention", "positives") else ""
         return f"{title}: model {current} of {self.total}{detail}{part}"
 
     def log_tail(self, lines: int = 25) -> str:

@@ -36,7 +36,7 @@ cones, drawn from zoom :data:`CONES_ZOOM` on (one GeoJSON layer: a small page).
 
 **Positives.** :func:`add_positives` draws a query's GPS positives (database images within 10 m)
 with their cones, marking the easiest (ranked first by a model) and the difficult positives a
-model's mining picked (see :mod:`viz_app.positives`); :func:`positives_map` is that alone.
+model's mining picked (see :mod:`sfrs_core.explain.positives`); :func:`positives_map` is that alone.
 
 Pins: each model's top-K matches, grouped by database position (SynthCity has 8 headings per
 place, so several ranks often share one spot), as badges labelled with their ranks, green within

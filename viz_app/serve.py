@@ -18,7 +18,8 @@ PRELOAD = (
     "sfrs_core._torchvision", "torch", "faiss", "pandas", "matplotlib.figure", "plotly.graph_objects",
     "folium", "pytorch_grad_cam", "sfrs_core.explain.heatmaps", "sfrs_core.explain.figure_set",
     "sfrs_core.figures.interactive", "sfrs_core.retrieval.localize", "sfrs_core.data.photo", "sfrs_core.prepare",
-    "sfrs_core.training.background",
+    "sfrs_core.training.background", "sfrs_core.explain.pair_cache", "sfrs_core.explain.positives",
+    "sfrs_core.data.synthcity.basemap",
 )
 
 

@@ -217,16 +217,16 @@ def soft_labels(run: Run):
 
 @st.cache_resource(show_spinner="Mining the split's positives…", max_entries=8)
 def _positive_miner(run_path: str, generation: int, split: str, stamp: float):
-    from viz_app.positives import mined_positives
+    from sfrs_core.explain.positives import mined_positives
 
     run = _run(run_path)
     return mined_positives(run, generation, dataset(run.data)[split]) if stamp else None
 
 
 def positive_miner(run: Run, generation: int, split: str):
-    """Every query's mining outcome (:class:`viz_app.positives.MiningTable`) of a run's generation
+    """Every query's mining outcome (:class:`sfrs_core.explain.positives.MiningTable`) of a run's generation
     on ``split``, from its descriptors cached on disk; None until they are extracted."""
-    from viz_app.positives import descriptor_file
+    from sfrs_core.explain.positives import descriptor_file
 
     path = descriptor_file(run, generation, split)
     return _positive_miner(str(run.path), generation, split, path.stat().st_mtime if path.is_file() else 0.0)
@@ -235,10 +235,10 @@ def positive_miner(run: Run, generation: int, split: str):
 @st.cache_data(show_spinner="Soft labels of the picked positives…", max_entries=64)
 def picked_soft_labels(run_path: str, generation: int, split: str, query: int, picked: tuple[int, ...],
                        temperature: float):
-    """:func:`viz_app.positives.picked_soft_labels` of a run's generation, (len(picked), 9)."""
+    """:func:`sfrs_core.explain.positives.picked_soft_labels` of a run's generation, (len(picked), 9)."""
     import numpy as np
 
-    from viz_app.positives import picked_soft_labels as compute
+    from sfrs_core.explain.positives import picked_soft_labels as compute
 
     run = _run(run_path)
     return compute(model(run_path, generation), dataset(run.data)[split], query, np.asarray(picked, dtype=np.int64),
