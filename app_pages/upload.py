@@ -7,14 +7,15 @@ import numpy as np
 import streamlit as st
 
 from sfrs_core.data.photo import PHOTO_TYPES, PhotoError, read_photo
+from sfrs_core.data.synthcity.basemap import load_basemap, load_config
 from sfrs_core.explain.heatmap_core import load_rgb
 from sfrs_core.explain.heatmaps import compare_heatmaps
 from sfrs_core.figures import format_distance, heatmap_grid, retrieval_grid
 from sfrs_core.figures.style import CORRECT_RADIUS_M, color_map
 from sfrs_core.retrieval.localize import localize
-from viz_app.map import PinSet, pins_from_localization, retrieval_map, show_map
+from viz_app.map import DEFAULT_FOV_DEG, PinSet, pins_from_localization, retrieval_map, show_map
 from viz_app.state import dataset, index_bundle, model, sidebar
-from viz_app.widgets import figure_downloads
+from viz_app.widgets import figure_downloads, map_tiles_choice
 
 FAR_M = 1000.0  # a photo this far from every database image was not taken in the dataset's area
 
@@ -88,10 +89,15 @@ figure_downloads(fig, "upload_topk", key="upload_grid")
 
 st.subheader("On the map")
 colors = color_map(labels)
-pin_sets = [PinSet(f"{role}: {label}", pins_from_localization(loc), colors[label], square=role == "Compared")
+pin_sets = [PinSet(f"{role}: {label}", pins_from_localization(loc, database_heading=split.database.heading),
+                   colors[label], square=role == "Compared")
             for role, label, loc in zip(("Baseline", "Compared"), labels, found)]
+city = load_config(sel.data)
 show_map(retrieval_map(split.database.latlon, pin_sets, query_latlon=photo.gps, query_image=photo.rgb,
-                       query_label="Your photo"), key="upload_map")
+                       query_label="Your photo", database_heading=split.database.heading,
+                       fov_deg=city.fov_deg if city is not None else DEFAULT_FOV_DEG,
+                       basemap=load_basemap(sel.data, sel.split), tiles=map_tiles_choice("upload_tiles_toggle")),
+         key="upload_map")
 st.caption("Round badges: the baseline's matches; square badges: the compared model's; the number is the rank. "
            + (f":green[**Green**]: within {CORRECT_RADIUS_M:g} m of the photo's GPS, :red[**red**]: farther; "
               f"dashed: the {CORRECT_RADIUS_M:g} m circle around it." if photo.gps else

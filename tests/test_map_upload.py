@@ -166,6 +166,11 @@ def test_localize_matches_the_evaluated_results(tiny):
     assert loc.errors_m == pytest.approx(res.distances_m[q, :5].tolist(), abs=0.05)
     rgb = np.asarray(Image.open(split.queries.image_path(q)).convert("RGB"))
     assert describe_photo(run.model(g), rgb, None) == pytest.approx(loc.descriptor, abs=1e-5)
+    from viz_app.map import pins_from_localization
+
+    cones = pins_from_localization(loc, database_heading=split.database.heading)  # each match's view cone
+    assert [p.heading for p in cones] == [float(split.database.heading[i]) for i in res.ids[q, :5]]
+    assert all(p.heading is None for p in pins_from_localization(loc))
 
 
 def test_cli_query_prints_the_error_from_the_photos_gps(tiny, tmp_path, capsys):

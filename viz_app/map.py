@@ -168,10 +168,13 @@ def pins_from_results(results: QueryResults, query: int, k: int, database_latlon
             for j, i in enumerate(results.ids[query, :k])]
 
 
-def pins_from_localization(loc: Localization, radius_m: float = CORRECT_RADIUS_M) -> list[Pin]:
-    """Pins of an uploaded photo's matches (:class:`~sfrs_core.retrieval.localize.Localization`)."""
+def pins_from_localization(loc: Localization, radius_m: float = CORRECT_RADIUS_M,
+                           database_heading: np.ndarray | None = None) -> list[Pin]:
+    """Pins of an uploaded photo's matches (:class:`~sfrs_core.retrieval.localize.Localization`);
+    ``database_heading`` (NaN: unknown) gives each match its view cone."""
     return [Pin(m.rank, tuple(map(float, m.latlon)), m.path, m.similarity, err,
-                None if err is None else err <= radius_m, m.db_index)
+                None if err is None else err <= radius_m, m.db_index,
+                None if m.db_index is None else known_heading(database_heading, m.db_index))
             for m, err in zip(loc.matches, loc.errors_m)]
 
 
