@@ -6,9 +6,17 @@ not a class score); the layer is the trunk's last module (``model.trunk.body[-1]
 conv block). Only the layer's output is made to require a gradient: the backward pass stops
 there, no parameter gradient is computed, and the model's ``requires_grad`` flags, gradients
 and train/eval mode are restored afterwards. Runs on CPU or the model's device.
+
+Thread safety (the app serves many visitors from one process and shares its models): the hooks
+and flags Grad-CAM needs are put on a *twin* of the model, its own module objects sharing the
+model's parameters and buffers (no weights copied), one per model and used under its lock; plain
+forward passes of the model in other threads never meet them.
 """
 from __future__ import annotations
 
+import copy
+import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -81,6 +89,20 @@ def _gradient_at(model: nn.Module, layer: nn.Module) -> Iterator[None]:
         model.train(training)
 
 
+_TWINS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (twin, lock)
+_TWINS_GUARD = threading.Lock()
+
+
+def _twin(model: nn.Module) -> tuple[nn.Module, threading.Lock]:
+    """The model's Grad-CAM twin (modules copied, parameters and buffers shared) and its lock."""
+    with _TWINS_GUARD:
+        found = _TWINS.get(model)
+        if found is None:
+            shared = {id(t): t for t in (*model.parameters(), *model.buffers())}
+            found = _TWINS[model] = (copy.deepcopy(model, shared), threading.Lock())
+        return found
+
+
 def gradcam_heatmap(
     model: NetVLADModel, image: ImageInput, other_descriptor: DescriptorLike, *,
     target_layer: nn.Module | None = None, use_pca: bool | None = None, size: tuple[int, int] | None = None,
@@ -91,11 +113,20 @@ def gradcam_heatmap(
     ``.feature``: the raw ReLU'd CAM on the layer's grid (not rescaled); ``.similarity``: the
     target's value.
     """
-    layer = target_layer if target_layer is not None else model.trunk.body[-1]
     batch = prepare_image(model, image, size)
     descriptor = as_descriptor(model, other_descriptor)
     check_descriptor(descriptor, output_dim(model, use_pca))
     target = DescriptorSimilarityTarget(descriptor)
+    layer_name = "trunk.body." + str(len(model.trunk.body) - 1) if target_layer is None else next(
+        name for name, m in model.named_modules() if m is target_layer)
+    twin, lock = _twin(model)
+    with lock:
+        twin.train(model.training)
+        return _gradcam(twin, twin.get_submodule(layer_name), batch, target, use_pca)
+
+
+def _gradcam(model: NetVLADModel, layer: nn.Module, batch: torch.Tensor, target: DescriptorSimilarityTarget,
+             use_pca: bool | None) -> Heatmap:
     with _gradient_at(model, layer):
         cam = _grad_cam_class()(model=_DescriptorModel(model, use_pca), target_layers=[layer])
         try:
