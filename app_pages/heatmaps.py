@@ -10,8 +10,8 @@ from sfrs_core.explain.attention import class_shares
 from sfrs_core.explain.overlay import overlay
 from sfrs_core.figures import attention_bars, heatmap_grid
 from sfrs_core.prepare import attention_summary, cached_attention
-from viz_app.state import Choice, compared_results, pair_heatmaps, sidebar
-from viz_app.widgets import figure_downloads, query_picker
+from viz_app.state import Choice, compared_results, pair_heatmaps, selection_key, sidebar
+from viz_app.widgets import cached_figure, figure_downloads, query_picker
 
 METHOD_NAMES = {"gradcam": "Grad-CAM (similarity)", "decomp": "Exact decomposition", "activation": "Activation"}
 COLORMAPS = ["auto", "jet", "turbo", "inferno", "viridis", "RdBu_r"]
@@ -39,21 +39,27 @@ def label(c: Choice, name: str) -> str:
 
 labels = [label(c, n) for c, n in zip(choices, names)]
 pairs = [pair_heatmaps(str(c.run.path), c.generation, sel.split, q, method) for c in choices]
-maps = {lab: [overlay(p.query_rgb, p.query.image, colormap, opacity, signed=p.query.signed)]
-        for lab, p in zip(labels, pairs)}
-matches = [[overlay(p.match_rgb, p.match.image, colormap, opacity, signed=p.match.signed) for p in pairs]]
-fig = heatmap_grid(
-    [pairs[0].query_rgb], maps, matches,
-    similarities={lab: [p.similarity] for lab, p in zip(labels, pairs)},
-    match_titles=[f"{lab} top-1" for lab in labels],
-    match_captions=[[f"{r.distances_m[q, 0]:.0f} m" for r in res]],
-    match_correct=[[bool(r.correct[q, 0]) for r in res]],
-    title=f"Query {q}: {METHOD_NAMES[method]}",
-)
-st.pyplot(fig, width="stretch")
+key = (*selection_key(sel), q, method)
+
+
+def grid():
+    maps = {lab: [overlay(p.query_rgb, p.query.image, colormap, opacity, signed=p.query.signed)]
+            for lab, p in zip(labels, pairs)}
+    matches = [[overlay(p.match_rgb, p.match.image, colormap, opacity, signed=p.match.signed) for p in pairs]]
+    return heatmap_grid(
+        [pairs[0].query_rgb], maps, matches,
+        similarities={lab: [p.similarity] for lab, p in zip(labels, pairs)},
+        match_titles=[f"{lab} top-1" for lab in labels],
+        match_captions=[[f"{r.distances_m[q, 0]:.0f} m" for r in res]],
+        match_correct=[[bool(r.correct[q, 0]) for r in res]],
+        title=f"Query {q}: {METHOD_NAMES[method]}",
+    )
+
+
+cached_figure(("heatmaps", *key, opacity, cmap), grid, f"heatmaps_{method}_q{q}")
 st.caption("Columns: the query; its heatmap under each model (towards that model's top-1); each model's top-1 "
            "with its heatmap towards the query, framed green within 25 m, red beyond.")
-figure_downloads(fig, f"heatmaps_{method}_q{q}", key="hm_fig")
+figure_downloads(grid, f"heatmaps_{method}_q{q}", key="hm_fig")
 
 st.subheader("Attention by semantic class")
 if split.queries.label_root is None:
@@ -78,9 +84,8 @@ whole["image area"] = area  # last, as in this query's bars
 left, right = st.columns(2)
 with left:
     st.markdown(f"**This query** ({METHOD_NAMES[method]})")
-    bars = attention_bars(this_query, width="one")
-    st.pyplot(bars, width="stretch")
-    figure_downloads(bars, f"attention_{method}_q{q}", key="hm_bq")
+    cached_figure(("attention_query", *key), lambda: attention_bars(this_query, width="one"),
+                  f"attention_{method}_q{q}", "hm_bq")
 with right:
     st.markdown(f"**Whole {sel.split} split** ({len(split.queries)} queries, each towards its own top-1)")
     if missing:
@@ -93,6 +98,5 @@ with right:
                     on_progress=lambda done, total, lab=lab: bar.progress(done / total, text=f"{lab}: {done}/{total}"))
             st.rerun()  # cached on disk now: redraw with the bars instead of the button
     if not missing:
-        bars = attention_bars(whole, width="one")
-        st.pyplot(bars, width="stretch")
-        figure_downloads(bars, f"attention_{method}_{sel.split}", key="hm_bw")
+        cached_figure(("attention_split", *key[:-2], method), lambda: attention_bars(whole, width="one"),
+                      f"attention_{method}_{sel.split}", "hm_bw")

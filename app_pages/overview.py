@@ -8,7 +8,7 @@ from sfrs_core.explain.figure_set import figure_set_zip
 from sfrs_core.figures import recall_by_condition, recall_curves
 from viz_app.bootstrap_panel import failure_notice, setup_panel, setup_target
 from viz_app.state import run_dirs, runs, seed_statistics, sidebar
-from viz_app.widgets import figure_downloads
+from viz_app.widgets import cached_figure, figure_downloads
 
 sel = sidebar(setup=True)
 st.title("SFRS Studio")
@@ -38,21 +38,21 @@ if seeds.rows:
     st.dataframe(pd.DataFrame(seeds.rows), hide_index=True, width="stretch")
     if seeds.chart:
         left, right = st.columns([3, 2])
+        def cond_fig():
+            return recall_by_condition(seeds.chart, seeds.errors, n=1, title="Recall@1 by condition (mean ± std over seeds)")
         with left:
-            cond_fig = recall_by_condition(seeds.chart, seeds.errors, n=1, title="Recall@1 by condition (mean ± std over seeds)")
-            st.pyplot(cond_fig, width="stretch")
+            cached_figure(("recall_by_condition", repr(seeds.chart), repr(seeds.errors)), cond_fig, "recall_by_condition")
         with right:
             figure_downloads(cond_fig, "recall_by_condition", key="overview_seeds")
 
 curves = {c.label: c.run.recall(sel.split, c.generation) for c in (sel.baseline, sel.other)}
 left, right = st.columns([3, 2])
 with left:
-    curves_fig = recall_curves(curves, title="Recall@N")
-    st.pyplot(curves_fig, width="stretch")
+    cached_figure(("recall_curves", repr(curves)), lambda: recall_curves(curves, title="Recall@N"), "recall_curves")
 with right:
     for label, rec in curves.items():
         st.metric(f"R@1 — {label}", f"{100 * rec[1]:.1f} %" if 1 in rec else "—")
-    figure_downloads(curves_fig, "recall_curves", key="overview_recall")
+    figure_downloads(lambda: recall_curves(curves, title="Recall@N"), "recall_curves", key="overview_recall")
 
 st.subheader("Export")
 st.caption("The paper figure set for the two chosen models (recall curves, retrieval and heatmap grids, "

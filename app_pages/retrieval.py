@@ -4,8 +4,8 @@ from __future__ import annotations
 import streamlit as st
 
 from sfrs_core.figures import retrieval_grid
-from viz_app.state import compared_results, sidebar
-from viz_app.widgets import figure_downloads, query_picker
+from viz_app.state import compared_results, selection_key, sidebar
+from viz_app.widgets import cached_figure, figure_downloads, query_picker
 
 sel = sidebar()
 st.title("Retrieval")
@@ -19,16 +19,20 @@ with left:
     q = query_picker(conditions, a, b, sel.names, key="ret")
 k = right.slider("Top-K", 1, min(10, a.k), 5, key="ret_k")
 
-fig = retrieval_grid(
-    [split.queries.image_path(q)] * 2,
-    [[split.database.image_path(int(i)) for i in r.ids[q, :k]] for r in (a, b)],
-    [r.distances_m[q, :k].tolist() for r in (a, b)],
-    row_labels=[sel.baseline.run.kind, sel.other.run.kind], group_size=2,
-    title=f"Query {q}" + (f" ({conditions[q]})" if conditions is not None else ""),
-)
-st.pyplot(fig, width="stretch")
+
+def grid():
+    return retrieval_grid(
+        [split.queries.image_path(q)] * 2,
+        [[split.database.image_path(int(i)) for i in r.ids[q, :k]] for r in (a, b)],
+        [r.distances_m[q, :k].tolist() for r in (a, b)],
+        row_labels=[sel.baseline.run.kind, sel.other.run.kind], group_size=2,
+        title=f"Query {q}" + (f" ({conditions[q]})" if conditions is not None else ""),
+    )
+
+
+cached_figure(("retrieval", *selection_key(sel), q, k), grid, f"retrieval_q{q}")
 for col, choice, r in zip(st.columns(2), (sel.baseline, sel.other), (a, b)):
     verdict = ":green[**right**]" if r.correct[q, 0] else ":red[**wrong**]"
     col.markdown(f"**{choice.label}** — top-1 {verdict}, {r.distances_m[q, 0]:.1f} m away "
                  f"(similarity {r.similarities[q, 0]:.3f})")
-figure_downloads(fig, f"retrieval_q{q}", key="ret_fig")
+figure_downloads(grid, f"retrieval_q{q}", key="ret_fig")

@@ -18,7 +18,14 @@ from sfrs_core.training.metrics_log import final_recalls
 from viz_app.map import DEFAULT_FOV_DEG, known_heading, positive_color, positives_map, show_map
 from viz_app.positives import positive_marks
 from viz_app.state import dataset, model, picked_soft_labels, positive_miner, run_metrics, sidebar, soft_labels
-from viz_app.widgets import figure_downloads, map_tiles_choice, progress_button
+from viz_app.widgets import cached_figure, map_tiles_choice, progress_button
+
+
+def _stamp(path) -> tuple:
+    """When ``path`` (a file, or a folder's files) last changed: a new snapshot or record redraws."""
+    files = sorted(path.iterdir()) if path.is_dir() else [path] if path.exists() else []
+    return tuple((f.name, f.stat().st_mtime) for f in files)
+
 
 sel = sidebar()
 st.title("Soft labels")
@@ -116,9 +123,11 @@ else:
     dists = [s.distributions[qi] for s in snaps]
     temps = [s.temperature for s in snaps]
     glabels = [f"gen {s.generation}" for s in snaps]
-    evolution = soft_label_evolution(dists, temps, glabels, title=f"Query {int(queries[qi])}")
-    st.pyplot(evolution, width="stretch")
-    figure_downloads(evolution, f"soft_labels_q{int(queries[qi])}", key="sl_fig")
+    def evolution():
+        return soft_label_evolution(dists, temps, glabels, title=f"Query {int(queries[qi])}")
+    snapshot_stamp = tuple((s.generation, s.temperature) for s in snaps)
+    cached_figure(("soft_label_evolution", str(run.path), snapshot_stamp, _stamp(run.path / "soft_labels"), qi),
+                  evolution, f"soft_labels_q{int(queries[qi])}", "sl_fig")
 
     st.markdown(f"**Mean entropy of the {len(queries)} snapshot queries** (nats; uniform over "
                 f"{dist.size} entries: {np.log(dist.size):.2f})")
@@ -131,9 +140,8 @@ log = run_metrics(run)
 if not any(r.get("event") == "step" for r in log):
     st.info(f"Run {run.name} has no training steps in its metrics log.")
 else:
-    curves = training_curves(log)
-    st.pyplot(curves, width="stretch")
-    figure_downloads(curves, f"training_curves_{run.name}", key="sl_tc")
+    cached_figure(("training_curves", str(run.path), _stamp(run.path / "metrics.jsonl")), lambda: training_curves(log),
+                  f"training_curves_{run.name}", "sl_tc")
     table = pd.DataFrame(final_recalls(log))
     if not table.empty:
         st.markdown("Recall (%) at the end of each generation")

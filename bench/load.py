@@ -66,6 +66,13 @@ class LoadError(RuntimeError):
     """A visitor saw an error: an exception or error box, a failed upload, a dropped connection."""
 
 
+class NoAnswer(LoadError):
+    """The server did not finish a script run in time; the visitor's session is then abandoned."""
+
+
+ANSWER_TIMEOUT_S = 180.0  # longest wait for a script run's end
+
+
 @dataclass
 class Outcome:
     """What one script run sent back: its duration, error texts and the widgets it drew."""
@@ -112,17 +119,25 @@ class Visitor:
     async def _send(self, msg: BackMsg) -> None:
         await self._ws.send(msg.SerializeToString())
 
-    async def _receive(self) -> ForwardMsg:
+    async def _receive(self, deadline: float) -> ForwardMsg:
+        """The next message; :class:`NoAnswer` when none comes before ``deadline`` (perf_counter)."""
+        try:
+            data = await asyncio.wait_for(self._ws.recv(), max(0.0, deadline - time.perf_counter()))
+        except asyncio.TimeoutError:
+            raise NoAnswer(f"no answer from the server within {ANSWER_TIMEOUT_S:.0f} s") from None
         msg = ForwardMsg()
-        msg.ParseFromString(await self._ws.recv())
+        msg.ParseFromString(data)
         return msg
 
     async def run(self, page: str | None = None, widgets: list[WidgetState] = (), fragment_id: str = "") -> Outcome:
         """Rerun the script (on ``page``, a url path, if given) with ``widgets``; wait for its end."""
         async with self._lock:
+            if fragment_id and fragment_id not in self.fragments:  # a full run since replaced it
+                return Outcome(0.0)
             if page is not None:
                 self.page = page
-                self.fragments.clear()
+            if not fragment_id:
+                self.fragments.clear()  # a full run registers the page's live fragments again
             state = BackMsg()
             state.rerun_script.query_string = ""
             state.rerun_script.page_name = self.page
@@ -136,7 +151,7 @@ class Visitor:
             await self._send(state)
             out = Outcome(0.0)
             while True:
-                msg = await self._receive()
+                msg = await self._receive(t0 + ANSWER_TIMEOUT_S)
                 kind = msg.WhichOneof("type")
                 if kind == "new_session":
                     if msg.new_session.initialize.session_id:
@@ -168,7 +183,7 @@ class Visitor:
             req.file_urls_request.session_id = self.session_id
             await self._send(req)
             while True:
-                msg = await self._receive()
+                msg = await self._receive(t0 + ANSWER_TIMEOUT_S)
                 if msg.WhichOneof("type") == "file_urls_response":
                     break
             if msg.file_urls_response.error_msg:
@@ -202,7 +217,8 @@ def _read_delta(msg: ForwardMsg, out: Outcome) -> None:
     el = msg.delta.new_element
     kind = el.WhichOneof("type")
     if kind == "exception":
-        out.errors.append(f"{el.exception.type}: {el.exception.message}"[:300])
+        where = " <- ".join(line.strip() for line in list(el.exception.stack_trace)[-3:])
+        out.errors.append(f"{el.exception.type}: {el.exception.message}"[:300] + (f" at {where[:600]}" if where else ""))
     elif kind == "alert" and el.alert.format == Alert.ERROR:
         out.errors.append(el.alert.body[:300])
     elif kind == "markdown":
@@ -280,8 +296,13 @@ async def follow_fragments(visitor: Visitor, records: list[Record], stop: asynci
         now = time.monotonic()
         for fid, interval in list(visitor.fragments.items()):
             if now >= due.setdefault(fid, now + interval):
-                out = await visitor.run(fragment_id=fid)
-                records.append(Record("fragment", out.seconds, time.time(), out.errors))
+                try:
+                    out = await visitor.run(fragment_id=fid)
+                except (LoadError, OSError, websockets.ConnectionClosed) as err:
+                    records.append(Record("fragment", float("nan"), time.time(), [f"{type(err).__name__}: {err}"]))
+                    return
+                if out.seconds:
+                    records.append(Record("fragment", out.seconds, time.time(), out.errors))
                 due[fid] = time.monotonic() + interval
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stop.wait(), 0.25)
@@ -303,7 +324,7 @@ async def visitor_loop(url: str, seed: int, until: float, think: tuple[float, fl
                 records.append(Record(action, out.seconds, time.time(), out.errors))
             except (LoadError, OSError, websockets.ConnectionClosed) as err:
                 records.append(Record(action, float("nan"), time.time(), [f"{type(err).__name__}: {err}"]))
-                if isinstance(err, websockets.ConnectionClosed):
+                if isinstance(err, (websockets.ConnectionClosed, NoAnswer)):
                     return
             await asyncio.sleep(rng.uniform(*think))
     finally:
@@ -420,7 +441,10 @@ def percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
 
 
-def run_load_test(sessions: int = 20, minutes: float = 2.0, think: tuple[float, float] = (2.0, 6.0),
+THINK_S = (5.0, 15.0)  # a visitor looks at a page for 5-15 s before the next click
+
+
+def run_load_test(sessions: int = 20, minutes: float = 2.0, think: tuple[float, float] = THINK_S,
                   max_ratio: float = 3.0, memory_margin_mb: float = 150.0, repeats: int = 3, train: bool = True,
                   seed: int = 0, runs: Path = DEMO_RUNS, data: Path = DEMO_DATA, preset: str = "demo") -> Report:
     """Run both phases on a fresh server showing the runs of ``runs`` (trained on ``data``), with a
@@ -491,8 +515,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sessions", type=int, default=20, help="concurrent visitors (default 20)")
     parser.add_argument("--minutes", type=float, default=2.0, help="length of the load phase (default 2)")
-    parser.add_argument("--think", type=float, nargs=2, default=(2.0, 6.0), metavar=("MIN", "MAX"),
-                        help="seconds a visitor waits between two actions (uniform; default 2 6)")
+    parser.add_argument("--think", type=float, nargs=2, default=THINK_S, metavar=("MIN", "MAX"),
+                        help="seconds a visitor looks at a page before the next action (uniform; default 5 15)")
     parser.add_argument("--max-ratio", type=float, default=3.0, help="allowed load/idle ratio of each action's median")
     parser.add_argument("--memory-margin-mb", type=float, default=150.0,
                         help="allowed growth of the server's peak RSS from the first half of the load to the second")

@@ -116,6 +116,15 @@ class Selection:
         return kinds if kinds[0] != kinds[1] else ("baseline", "compared")
 
 
+def selection_key(sel: Selection) -> tuple:
+    """What a figure of the two compared models depends on: dataset, split, names, and per model its
+    run, generation and the time its results were written (a retrained generation is a new key)."""
+    def stamp(c: Choice) -> tuple:
+        results_file = c.run.path / "results" / f"{sel.split}_gen{c.generation}.npz"
+        return str(c.run.path), c.generation, results_file.stat().st_mtime if results_file.is_file() else None
+    return sel.data, sel.split, *sel.names, stamp(sel.baseline), stamp(sel.other)
+
+
 def compared_results(sel: Selection):
     """The chosen split (:class:`~sfrs_core.data.dataset.PlaceSplit`) and the per-query results of
     the baseline and of the compared model on it."""

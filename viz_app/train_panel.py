@@ -27,7 +27,8 @@ from viz_app.jobs import TrainOptions, canonical_data, dataset_options, dataset_
 from viz_app.state import Selection, run_metrics
 from viz_app.widgets import figure_downloads
 
-REFRESH_S = 2.0  # seconds between two looks at a live run
+REFRESH_S = 2.0  # seconds between two looks at a live run (the Train page's monitor)
+SIDEBAR_REFRESH_S = 5.0  # the sidebar's glance, on every page of every visitor: cheaper for many visitors
 FORCE_AFTER_S = 15.0  # offer "Force stop" when a stop has not finished after this long
 
 _STATE_TEXT = {
@@ -245,7 +246,7 @@ def training_panel(selection: Selection | None) -> None:
         st.markdown("**Training**")
         busy = running_job(training_dir())
         if busy is not None:
-            st.fragment(_sidebar_live, run_every=REFRESH_S)(busy.path)
+            st.fragment(_sidebar_live, run_every=SIDEBAR_REFRESH_S)(busy.path)
         else:
             _sidebar_start(selection)
 

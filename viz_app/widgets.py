@@ -29,6 +29,32 @@ def figure_downloads(fig: FigureSource, stem: str, key: str) -> None:
                             width="stretch")
 
 
+PNG_DPI = 200  # what st.pyplot renders at
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _figure_png(key: tuple, _build: Callable[[], Figure]) -> bytes:
+    import io
+
+    import matplotlib.pyplot as plt
+
+    fig = _build()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=PNG_DPI, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def cached_figure(key: tuple, build: Callable[[], Figure], stem: str, download_key: str | None = None) -> None:
+    """Show the matplotlib figure ``build()`` draws, as st.pyplot would, from PNG bytes cached
+    under ``key`` (a tuple naming the figure and every input it depends on): a rerun with the same
+    inputs, by this visitor or another, draws and encodes nothing (encoding is most of a page's
+    rerun). With ``download_key``, PNG/SVG/PDF buttons that build the figure only when clicked."""
+    st.image(_figure_png(key, build), width="stretch")
+    if download_key is not None:
+        figure_downloads(build, stem, key=download_key)
+
+
 def query_picker(conditions: Sequence[str] | None, a: QueryResults, b: QueryResults, names: tuple[str, str],
                  key: str) -> int:
     """Choose a query: from an outcome list (e.g. SFRS right and SARE wrong), by condition
