@@ -207,7 +207,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         size = OPENIBL_IMAGE_SIZE
     model, _ = load_model(args.checkpoint, device=_device(args.device))
     res = evaluate(model, ds[args.split], image_size=size, k=args.k, dedupe=args.dedupe, protocol=protocol,
-                   batch_size=args.batch_size, progress=not args.quiet, run=str(args.checkpoint), dataset_root=ds.root)
+                   batch_size=args.batch_size, progress=not args.quiet, run=str(args.checkpoint), dataset_root=ds.root,
+                   index_kind=args.kind, store=args.store, store_dtype=args.store_dtype)
     how = f" [protocol {protocol}: queries' shorter edge {max(size)}, database {size[0]}x{size[1]}, " \
           f"NMS over the top {res.meta['nms_window']}]" if protocol == "tokyo247" else ""
     print(f"{args.checkpoint} on {ds.name}/{args.split}{how}: "
@@ -228,6 +229,17 @@ def _size(values):
     return None if values is None or values == ["native"] else (int(values[0]), int(values[1]))
 
 
+def _add_scale_arguments(p: argparse.ArgumentParser) -> None:
+    """--kind, --store and --store-dtype of `evaluate` and `index` (large databases)."""
+    p.add_argument("--kind", default="flat", choices=["flat", "ivfpq", "hnsw"],
+                   help="faiss index: flat (exact, default), ivfpq (compressed, approximate), hnsw (graph, approximate)")
+    p.add_argument("--store", type=Path, metavar="DIR",
+                   help="keep descriptors in an on-disk store in DIR instead of RAM (written chunk by chunk, resumed "
+                        "after an interruption, refused if made by another model or dataset); for large databases")
+    p.add_argument("--store-dtype", default="float32", choices=["float32", "float16"],
+                   help="descriptor store precision (float16: half the disk, ~1e-3 error)")
+
+
 def _cmd_index(args: argparse.Namespace) -> int:
     from .data import load_dataset
     from .retrieval.bundle import IndexBundle
@@ -236,7 +248,8 @@ def _cmd_index(args: argparse.Namespace) -> int:
     model, _ = load_model(args.checkpoint, device=_device(args.device))
     ds = load_dataset(args.data)
     bundle = IndexBundle.build(model, ds[args.split], image_size=_size(args.image_size), kind=args.kind,
-                               progress=not args.quiet, meta={"checkpoint": str(args.checkpoint), "dataset": str(ds.root)})
+                               progress=not args.quiet, meta={"checkpoint": str(args.checkpoint), "dataset": str(ds.root)},
+                               store=args.store, store_dtype=args.store_dtype)
     out = bundle.save(args.out)
     print(f"indexed {len(bundle.paths)} images of {ds.name}/{args.split} into {out}")
     return 0
@@ -370,6 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto")
     p.add_argument("--save", type=Path, help="write per-query results (.npz)")
+    _add_scale_arguments(p)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_evaluate)
 
@@ -378,9 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--split", default="test")
     p.add_argument("--out", type=Path, required=True, help="folder for index.faiss + bundle.json")
-    p.add_argument("--kind", default="flat", choices=["flat", "ivfpq"])
     p.add_argument("--image-size", nargs="+")
     p.add_argument("--device", default="auto")
+    _add_scale_arguments(p)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_index)
 

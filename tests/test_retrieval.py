@@ -141,7 +141,7 @@ def test_ivfpq_clear_errors():
     with pytest.raises(ValueError, match="divide"):
         build_index(_unit(rng.normal(size=(400, 16))), "ivfpq", m=5, use_gpu=False)
     with pytest.raises(ValueError, match="unknown index kind"):
-        build_index(_unit(rng.normal(size=(10, 16))), "hnsw")
+        build_index(_unit(rng.normal(size=(10, 16))), "lsh")
 
 
 @pytest.mark.skipif(faiss_gpu_available(), reason="faiss has a GPU here")

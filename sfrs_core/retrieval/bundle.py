@@ -21,7 +21,7 @@ from PIL import Image
 from ..data.dataset import PlaceSplit
 from ..io import atomic_write_bytes
 from ..data.transforms import ImageTransform
-from .extract import extract_descriptors
+from .extract import extract_descriptors, extract_to_store
 from .index import build_index, load_index, save_index, search
 
 
@@ -64,15 +64,23 @@ class IndexBundle:
 
     @classmethod
     def build(cls, model: torch.nn.Module, split: PlaceSplit, *, image_size=None, kind: str = "flat",
-              batch_size: int = 32, progress: bool = True, meta: dict | None = None) -> "IndexBundle":
+              batch_size: int = 32, progress: bool = True, meta: dict | None = None,
+              store: str | os.PathLike | None = None, store_dtype: str = "float32") -> "IndexBundle":
         """Extract the database of ``split`` with ``model`` and index it.
 
         ``image_size`` (H, W) is the size the images are described at (None: their own size);
         the bundle records the size used either way (``meta["image_size"]``, from an image's
-        header when None), so that a photo is described as its database was."""
+        header when None), so that a photo is described as its database was. ``kind``: "flat",
+        "ivfpq" or "hnsw" (:mod:`.index`). ``store`` (a folder): the descriptors go to an
+        on-disk descriptor store there (resumed if interrupted) and the index is filled from
+        it chunk by chunk, never holding the descriptor matrix besides the index."""
         transform = ImageTransform(image_size, model.normalization)
-        desc = extract_descriptors(model, split.database, transform, batch_size=batch_size, progress=progress,
-                                   desc=f"{split.name} database")
+        if store is None:
+            desc = extract_descriptors(model, split.database, transform, batch_size=batch_size, progress=progress,
+                                       desc=f"{split.name} database")
+        else:
+            desc = extract_to_store(model, split.database, transform, store, dtype=store_dtype,
+                                    batch_size=batch_size, progress=progress, desc=f"{split.name} database")
         db = split.database
         paths = [str(db.image_path(i)) for i in range(len(db))]
         size = tuple(image_size) if image_size else database_image_size(paths)

@@ -1,8 +1,15 @@
-"""Evaluate a model on a split: extract, index, search, recall@N at 25 m, per-query results."""
+"""Evaluate a model on a split: extract, index, search, recall@N at 25 m, per-query results.
+
+Descriptors live in RAM, or, for a database too large for that, in on-disk descriptor stores
+(``store=FOLDER``: ``FOLDER/database`` and ``FOLDER/queries``, extracted resumably, see
+:mod:`.store`); ranking then reads the store chunk by chunk (exact search streamed with a
+running top-k, or an IVF-PQ/HNSW index filled chunk by chunk) and never forms a Q x N matrix.
+"""
 from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -11,10 +18,11 @@ from torch import nn
 from sfrs_core.data.dataset import EVAL_POS_RADIUS_M, PlaceDataset, PlaceSplit
 from sfrs_core.data.transforms import RESIZE_MODES, ImageTransform
 
-from .extract import extract_descriptors
-from .index import UseGpu, build_index, search
+from .extract import extract_descriptors, extract_to_store
+from .index import Descriptors, IndexConfig, UseGpu, build_index, rerank_exact, search, search_exact
 from .metrics import NMS_WINDOW_PER_N, RECALL_NS, dedupe_columns, nms_groups, place_labels, recall_from_hits
 from .results import QueryResults
+from .store import ArraySource, DescriptorStore
 
 log = logging.getLogger(__name__)
 
@@ -22,21 +30,42 @@ PROTOCOLS = ("plain", "tokyo247")
 OPENIBL_IMAGE_SIZE = (480, 640)  # OpenIBL's test.py --height/--width defaults
 
 
-def _check_descriptors(desc: np.ndarray | None, n: int, what: str) -> np.ndarray | None:
+def _check_descriptors(desc: Descriptors | None, n: int, what: str) -> Descriptors | None:
     if desc is None:
         return None
+    if isinstance(desc, (DescriptorStore, ArraySource)):
+        if desc.count != n:
+            raise ValueError(f"{what} descriptors have shape ({desc.count}, {desc.dim}); expected ({n}, dim)")
+        if isinstance(desc, DescriptorStore) and not desc.complete:
+            raise ValueError(f"{desc.header_path}: {what} descriptor store is incomplete "
+                             f"({desc.rows_done} of {desc.count} rows)")
+        return desc
     desc = np.ascontiguousarray(np.asarray(desc, dtype=np.float32))
     if desc.ndim != 2 or desc.shape[0] != n:
         raise ValueError(f"{what} descriptors have shape {desc.shape}; expected ({n}, dim)")
     return desc
 
 
+def _dim(desc: Descriptors) -> int:
+    return desc.dim if isinstance(desc, (DescriptorStore, ArraySource)) else int(np.shape(desc)[1])
+
+
+def _count(desc: Descriptors) -> int:
+    return desc.count if isinstance(desc, (DescriptorStore, ArraySource)) else int(np.shape(desc)[0])
+
+
 def rank(
-    db_desc: np.ndarray, q_desc: np.ndarray, k: int, *, db_utm: np.ndarray | None = None,
+    db_desc: Descriptors, q_desc: Descriptors, k: int, *, db_utm: np.ndarray | None = None,
     dedupe: bool = False, groups: np.ndarray | None = None, window: int | None = None,
-    index_kind: str = "flat", use_gpu: UseGpu = "auto",
+    index_kind: str | IndexConfig = "flat", use_gpu: UseGpu = "auto",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` (sims, ids) of each query.
+
+    Descriptors are arrays or :class:`~sfrs_core.retrieval.store.DescriptorStore` s. A flat
+    (exact) ranking of a store streams it chunk by chunk (:func:`~.index.search_exact`); IVF-PQ
+    and HNSW indexes (``index_kind``: a kind or an :class:`~.index.IndexConfig`) are filled
+    chunk by chunk, and with ``IndexConfig.rerank`` = R their top R is re-ranked exactly from
+    the descriptors; queries are searched in blocks. No Q x N matrix is formed.
 
     With ``dedupe``, spatial NMS keeps one hit per place: places are ``groups`` (one id per
     database image) when given, else database positions equal within 1 cm (``db_utm``). The NMS
@@ -44,15 +73,27 @@ def rank(
     recall N) or, when None, as deep as it takes to fill ``k`` places; ``k`` is capped at the
     number of places. Lists left short are padded with id -1 and similarity -inf.
     """
-    if q_desc.shape[1] != db_desc.shape[1]:
-        raise ValueError(f"query descriptors have dim {q_desc.shape[1]}, database ones {db_desc.shape[1]}")
-    index = build_index(db_desc, index_kind, use_gpu=use_gpu)
+    if _dim(q_desc) != _dim(db_desc):
+        raise ValueError(f"query descriptors have dim {_dim(q_desc)}, database ones {_dim(db_desc)}")
+    kind = index_kind.kind if isinstance(index_kind, IndexConfig) else index_kind
+    if kind == "flat" and isinstance(db_desc, DescriptorStore):
+        def find(kk: int) -> tuple[np.ndarray, np.ndarray]:
+            return search_exact(db_desc, q_desc, kk, use_gpu=use_gpu)
+    else:
+        index = build_index(db_desc, index_kind, use_gpu=use_gpu)
+        depth = index_kind.rerank if isinstance(index_kind, IndexConfig) else 0
+
+        def find(kk: int) -> tuple[np.ndarray, np.ndarray]:
+            if depth <= 0:
+                return search(index, q_desc, kk)
+            _, candidates = search(index, q_desc, max(kk, depth))
+            return rerank_exact(db_desc, q_desc, candidates, kk)
     if not dedupe:
-        return search(index, q_desc, k)
+        return find(k)
     if groups is not None:
         labels = np.unique(np.asarray(groups).reshape(-1), return_inverse=True)[1].reshape(-1)
-        if len(labels) != db_desc.shape[0]:
-            raise ValueError(f"{len(labels)} place groups for {db_desc.shape[0]} database descriptors")
+        if len(labels) != _count(db_desc):
+            raise ValueError(f"{len(labels)} place groups for {_count(db_desc)} database descriptors")
     elif db_utm is not None:
         labels = place_labels(db_utm)
     else:
@@ -61,11 +102,23 @@ def rank(
     k = min(k, int(labels.max()) + 1)
     if window is not None and window < 1:
         raise ValueError(f"window must be >= 1, got {window}")
-    sims, ids = search(index, q_desc, k * views if window is None else window)
+    sims, ids = find(k * views if window is None else window)
     cols = dedupe_columns(ids, labels, k)  # -1 where the window (or an approximate index) held fewer places
     safe = np.maximum(cols, 0)
     sims = np.where(cols >= 0, np.take_along_axis(sims, safe, axis=1), -np.inf).astype(np.float32)
     return sims, np.where(cols >= 0, np.take_along_axis(ids, safe, axis=1), -1)
+
+
+def _role(store: str | os.PathLike | None, role: str) -> Path | None:
+    return None if store is None else Path(store) / role
+
+
+def _extract(model: nn.Module, images, transform: ImageTransform, store: Path | None, *,
+             store_dtype: str, **options) -> Descriptors:
+    """Descriptors of ``images``: in RAM, or streamed into (or resumed in) the store ``store``."""
+    if store is None:
+        return extract_descriptors(model, images, transform, **options)
+    return extract_to_store(model, images, transform, store, dtype=store_dtype, **options)
 
 
 def default_protocol(dataset: PlaceDataset) -> str:
@@ -77,7 +130,7 @@ def default_protocol(dataset: PlaceDataset) -> str:
 
 
 def evaluate(
-    model: nn.Module,
+    model: nn.Module | None,
     split: PlaceSplit,
     *,
     image_size: tuple[int, int] | None = None,
@@ -89,18 +142,21 @@ def evaluate(
     query_resize: str | None = None,
     nms_window: int | None = None,
     progress: bool = True,
-    db_descriptors: np.ndarray | None = None,
-    query_descriptors: np.ndarray | None = None,
+    db_descriptors: Descriptors | None = None,
+    query_descriptors: Descriptors | None = None,
     num_workers: int = 0,
-    index_kind: str = "flat",
+    index_kind: str | IndexConfig = "flat",
     use_gpu: UseGpu = "auto",
     run: str = "",
     dataset_root: str | os.PathLike | None = None,
+    store: str | os.PathLike | None = None,
+    store_dtype: str = "float32",
 ) -> QueryResults:
     """Retrieve the top-``k`` database images of every query of ``split`` and score them.
 
     Descriptors are extracted at ``image_size`` (H, W; None keeps the image size) unless given
-    (``db_descriptors`` lets a caller reuse a database extraction). A retrieved image is correct
+    (``db_descriptors`` lets a caller reuse a database extraction; arrays or descriptor stores;
+    ``model`` may be None when both are given). A retrieved image is correct
     when it lies within 25 m of the query; recall@1/5/10/20 (those N <= k) follows from that.
 
     ``dedupe`` applies spatial NMS: one hit per place, a place being the database's ``groups``
@@ -115,6 +171,13 @@ def evaluate(
     ``query_resize="shorter_edge"`` and ``nms_window`` = 12 x the largest recall N reported
     (explicit ``query_resize``/``nms_window`` override it); it needs ``image_size`` (OpenIBL:
     :data:`OPENIBL_IMAGE_SIZE`). ``"plain"`` (default) changes nothing.
+
+    ``store`` (a folder) keeps the descriptors on disk instead of in RAM: the database in
+    ``store/database``, the queries in ``store/queries`` (:func:`~.extract.extract_to_store`:
+    written chunk by chunk in ``store_dtype``, resumed after an interruption, refused when made
+    by another model, transform or image set), and the ranking streams them. ``index_kind``
+    ("flat": exact; "ivfpq", "hnsw": approximate, see :mod:`.index`) or an
+    :class:`~.index.IndexConfig` chooses the search.
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
@@ -139,16 +202,18 @@ def evaluate(
     db_desc = _check_descriptors(db_descriptors, len(db), "database")
     q_desc = _check_descriptors(query_descriptors, len(qs), "query")
     if db_desc is None or q_desc is None:
+        if model is None:
+            raise ValueError("evaluate needs a model unless both database and query descriptors are given")
         normalization = getattr(model, "normalization", None)
-        common = dict(device=device, num_workers=num_workers, progress=progress)
+        common = dict(device=device, num_workers=num_workers, progress=progress, store_dtype=store_dtype)
         if db_desc is None:
-            db_desc = extract_descriptors(model, db, ImageTransform(image_size, normalization),
-                                          batch_size=batch_size, desc=f"{split.name} database", **common)
+            db_desc = _extract(model, db, ImageTransform(image_size, normalization), _role(store, "database"),
+                               batch_size=batch_size, desc=f"{split.name} database", **common)
         if q_desc is None:
             q_transform = ImageTransform(image_size, normalization, resize=query_resize)
             q_batch = batch_size if query_resize == "exact" else 1  # query sizes differ: one at a time
-            q_desc = extract_descriptors(model, qs, q_transform, batch_size=q_batch,
-                                         desc=f"{split.name} queries", **common)
+            q_desc = _extract(model, qs, q_transform, _role(store, "queries"), batch_size=q_batch,
+                              desc=f"{split.name} queries", **common)
 
     sims, ids = rank(db_desc, q_desc, k, db_utm=db.utm, dedupe=dedupe, groups=groups, window=nms_window,
                      index_kind=index_kind, use_gpu=use_gpu)
@@ -173,8 +238,10 @@ def evaluate(
         "query_resize": query_resize,
         "nms_window": nms_window,
         "nms_groups": None if not dedupe else ("dataset" if db.groups is not None else "position"),
-        "index_kind": index_kind,
-        "descriptor_dim": int(db_desc.shape[1]),
+        "index_kind": index_kind.kind if isinstance(index_kind, IndexConfig) else index_kind,
+        "descriptor_dim": _dim(db_desc),
+        "descriptor_store": str(store) if store is not None else (
+            str(db_desc.folder) if isinstance(db_desc, DescriptorStore) else None),
         "num_database": len(db),
         "database_root": str(db.root),
         "queries_root": str(qs.root),
