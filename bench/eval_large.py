@@ -36,6 +36,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.memory import rss_mb  # noqa: E402
+
 DIM = 4096
 VIEWS = 24
 FULL = (3498, 8280)  # places, queries: 3 498 x 24 = 83 952 database images
@@ -43,13 +45,6 @@ QUICK = (350, 828)
 AREA_M = 2500.0
 SEED = 0
 
-
-def _rss_mb(field: str) -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def _unit(x):
@@ -147,7 +142,7 @@ def run_eval(folder: Path, places: int, queries: int, kind: str, rerank: int, ra
     from sfrs_core.retrieval.store import DescriptorStore
 
     split = split_for(folder, places, queries)
-    base = _rss_mb("VmRSS")
+    base = rss_mb("VmRSS")
     db = DescriptorStore.open(folder / "store" / "database", require_complete=True)
     qs = DescriptorStore.open(folder / "store" / "queries", require_complete=True)
     if ram:  # the in-RAM path: both matrices loaded as arrays
@@ -158,7 +153,7 @@ def run_eval(folder: Path, places: int, queries: int, kind: str, rerank: int, ra
     return {"kind": kind, "rerank": rerank, "path": "in RAM (arrays)" if ram else "store (streamed)",
             "database": len(split.database), "queries": len(split.queries), "wall_s": time.perf_counter() - t0,
             "cpu_s": time.process_time() - c0, "recall": res.recall,
-            "peak_rss_mb": _rss_mb("VmHWM"), "base_rss_mb": base,
+            "peak_rss_mb": rss_mb("VmHWM"), "base_rss_mb": base,
             "no_positive": res.meta["queries_without_positive"]}
 
 

@@ -49,15 +49,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.memory import rss_mb  # noqa: E402
+
 DISTINCT = 128
 
-
-def _rss_mb(field: str) -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def make_images(folder: Path, n: int, width: int, height: int) -> None:
@@ -170,7 +165,7 @@ def memory(folder: Path, n: int, size: tuple[int, int], batch: int, workers: int
     model = make_model(trunk, device)
     images = image_set(folder, n)
     transform = ImageTransform(size, model.normalization)
-    base = _rss_mb("VmRSS")
+    base = rss_mb("VmRSS")
     stats = ExtractStats()
     with tempfile.TemporaryDirectory() as tmp:
         if mode == "store":
@@ -181,7 +176,7 @@ def memory(folder: Path, n: int, size: tuple[int, int], batch: int, workers: int
             desc = extract_descriptors(model, images, transform, batch_size=batch, device=device,
                                        num_workers=workers, progress=False, stats=stats)
             assert desc.shape == (n, 4096)
-    return {"mode": mode, "images": n, "peak_rss_mb": _rss_mb("VmHWM"), "base_rss_mb": base,
+    return {"mode": mode, "images": n, "peak_rss_mb": rss_mb("VmHWM"), "base_rss_mb": base,
             "wall_s": stats.wall_s, "loader_wait_s": stats.loader_wait_s}
 
 

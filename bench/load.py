@@ -30,7 +30,6 @@ import json
 import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -38,7 +37,6 @@ import time
 import urllib.request
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.cookiejar import CookieJar
 from pathlib import Path
@@ -54,7 +52,8 @@ from streamlit.proto.Common_pb2 import FileUploaderState, UploadedFileInfo  # no
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg  # noqa: E402
 from streamlit.proto.WidgetStates_pb2 import WidgetState, WidgetStates  # noqa: E402
 
-from tests.browser import free_port  # noqa: E402
+from bench.memory import rss_mb  # noqa: E402
+from tests.browser import app_process  # noqa: E402
 
 QUERY_PAGES = ("retrieval", "heatmaps", "soft_labels", "map")  # pages with a query selector
 PAGES = ("", *QUERY_PAGES, "upload", "train")  # url paths ("" is the Overview)
@@ -356,42 +355,10 @@ async def idle_times(url: str, pics: dict[str, bytes], repeats: int) -> dict[str
 
 # --- the server, its memory and the training ----------------------------------------------------
 
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process (MB), from /proc."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-@contextlib.contextmanager
-def app_server(env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen]]:
-    """The app as ``make app`` starts it, on a free port of 127.0.0.1."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "viz_app.serve", "--server.headless", "true", "--server.address", "127.0.0.1",
-           "--server.port", str(port), "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
-    log = tempfile.TemporaryFile()
-    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 180
-        while True:
-            if proc.poll() is not None:
-                log.seek(0)
-                raise RuntimeError(f"the server exited with {proc.returncode}:\n{log.read().decode()[-3000:]}")
-            with contextlib.suppress(OSError):
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            if time.time() > deadline:
-                raise TimeoutError(f"the server did not answer on {url}")
-            time.sleep(0.5)
-        yield url, proc
-    finally:
-        proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(15)
-        if proc.poll() is None:
-            proc.kill()
+def app_server(env: dict[str, str]):
+    """The app as ``make app`` starts it (``viz_app.serve``), on a free port of 127.0.0.1: a context
+    manager yielding (base URL, server process)."""
+    return app_process(env, timeout_s=180.0, preload=True)
 
 
 class MemorySampler(threading.Thread):
@@ -406,7 +373,7 @@ class MemorySampler(threading.Thread):
     def run(self) -> None:
         while not self.halt.is_set():
             with contextlib.suppress(OSError):
-                self.samples.append((time.time(), rss_mb(self.pid)))
+                self.samples.append((time.time(), rss_mb("VmRSS", self.pid)))
             self.halt.wait(self.period)
 
 
@@ -457,7 +424,7 @@ def run_load_test(sessions: int = 20, minutes: float = 2.0, think: tuple[float, 
         env = {"SFRS_STUDIO_RUN_DIRS": os.pathsep.join([str(runs), tmp])}
         with app_server(env) as (url, proc):
             idle = {a: statistics.median(t) for a, t in asyncio.run(idle_times(url, pics, repeats)).items()}
-            before = rss_mb(proc.pid)
+            before = rss_mb("VmRSS", proc.pid)
             if train:
                 start_training(tmp, "load", ["--preset", preset, "--data", str(data)])
             sampler = MemorySampler(proc.pid)

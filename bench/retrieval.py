@@ -49,6 +49,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.memory import rss_mb as _proc_rss_mb  # noqa: E402
+
 DIM = 4096
 K = 10
 SEED = 0
@@ -63,24 +65,14 @@ HNSW_SQ8_MAX_N = 250_000  # default --hnsw-sq8-max: its build is about 2.5x fast
 RERANK = 100
 
 
-def _rss_mb(field: str) -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    import resource  # not Linux: ru_maxrss (kB on Linux, bytes on macOS)
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def peak_rss_mb() -> float:
     """Peak resident set size of this process (VmHWM), MiB."""
-    return _rss_mb("VmHWM")
+    return _proc_rss_mb("VmHWM")
 
 
 def rss_mb() -> float:
     """Current resident set size (VmRSS), MiB."""
-    return _rss_mb("VmRSS")
+    return _proc_rss_mb("VmRSS")
 
 
 # ---------------------------------------------------------------------- data

@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -33,37 +34,47 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve_app(env: dict[str, str] | None = None, timeout_s: float = 120.0, preload: bool = False,
-              root: Path = ROOT) -> Iterator[str]:
+def app_process(env: dict[str, str] | None = None, timeout_s: float = 120.0, preload: bool = False,
+                root: Path = ROOT) -> Iterator[tuple[str, subprocess.Popen]]:
     """``streamlit run app.py`` on a free port of 127.0.0.1 (``preload``: through ``viz_app.serve``,
-    as ``make app`` starts it) in ``root`` (this checkout, or a copy of it); yields its base URL,
-    stops the server after."""
+    as ``make app`` starts it) in ``root`` (this checkout, or a copy of it); yields its base URL and
+    process (its output goes to a temporary file, shown if it exits early), stops it after."""
     port = free_port()
     launcher = ["viz_app.serve"] if preload else ["streamlit", "run", str(root / "app.py")]
     cmd = [sys.executable, "-m", *launcher, "--server.headless", "true",
            "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
            "--server.fileWatcherType", "none"]
-    proc = subprocess.Popen(cmd, cwd=root, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    log = tempfile.TemporaryFile()
+    proc = subprocess.Popen(cmd, cwd=root, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + timeout_s
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"streamlit exited with {proc.returncode}:\n{proc.stdout.read()}")
+                log.seek(0)
+                raise RuntimeError(f"streamlit exited with {proc.returncode}:\n{log.read().decode()[-3000:]}")
             with contextlib.suppress(OSError):
                 if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
                     break
             if time.time() > deadline:
                 raise TimeoutError(f"streamlit did not answer on {url} within {timeout_s:.0f} s")
             time.sleep(0.5)
-        yield url
+        yield url, proc
     finally:
         proc.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(10)
+            proc.wait(15)
         if proc.poll() is None:
             proc.kill()
+        log.close()
+
+
+@contextlib.contextmanager
+def serve_app(env: dict[str, str] | None = None, timeout_s: float = 120.0, preload: bool = False,
+              root: Path = ROOT) -> Iterator[str]:
+    """:func:`app_process`, yielding only the base URL."""
+    with app_process(env, timeout_s, preload, root) as (url, _):
+        yield url
 
 
 @dataclass
