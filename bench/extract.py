@@ -234,8 +234,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{max(n_tp, large)} JPEGs ({args.source[0]}x{args.source[1]}) written in "
               f"{time.perf_counter() - t0:.0f} s; {os.cpu_count()} CPU cores, device {args.device}", flush=True)
         tp = _child(["--_child", "throughput", str(tmp), str(n_tp), *common])
-        mem = [_child(["--_child", mode, str(tmp), str(n), *common])
-               for mode, n in (("store", small), ("store", large), ("ram", large))]
+        print(f"  throughput: {json.dumps(tp)}", flush=True)
+        mem = []
+        for mode, n in (("store", small), ("store", large), ("ram", large)):
+            mem.append(_child(["--_child", mode, str(tmp), str(n), *common]))
+            print(f"  memory: {json.dumps(mem[-1])}", flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
