@@ -31,6 +31,7 @@ from ..data.dataset import PlaceSplit
 from ..data.transforms import ImageTransform
 from .soft_labels import region_similarity_matrix, softmax
 from ..io import atomic_path
+from ..retrieval.extract import extract_descriptors
 from ..runs import Run
 from ..training.mining import MiningConfig, TupleMiner
 
@@ -56,17 +57,6 @@ def cached_descriptors(run: Run, generation: int, split: PlaceSplit) -> tuple[np
     return db, q
 
 
-@torch.no_grad()
-def _describe(model: torch.nn.Module, paths: list[Path], transform: ImageTransform, batch_size: int,
-              step: Callable[[int], None]) -> np.ndarray:
-    out = []
-    for start in range(0, len(paths), batch_size):
-        batch = torch.stack([transform(p) for p in paths[start:start + batch_size]])
-        out.append(model(batch, use_pca=False).float().cpu().numpy())
-        step(len(batch))
-    return np.concatenate(out)
-
-
 def describe_split(model: torch.nn.Module, split: PlaceSplit, image_size: tuple[int, int] | None,
                   path: Path, on_progress: Progress | None = None,
                   batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
@@ -81,13 +71,8 @@ def describe_split(model: torch.nn.Module, split: PlaceSplit, image_size: tuple[
         if on_progress is not None:
             on_progress(done[0], total)
 
-    was_training = model.training
-    model.eval()
-    try:
-        db, q = (_describe(model, [images.image_path(i) for i in range(len(images))], transform, batch_size, step)
-                 for images in (split.database, split.queries))
-    finally:
-        model.train(was_training)
+    db, q = (extract_descriptors(model, images, transform, batch_size=batch_size, progress=False, use_pca=False,
+                                 on_batch=step) for images in (split.database, split.queries))
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, database=db, queries=q)

@@ -8,7 +8,7 @@ import dataclasses
 import hashlib
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,7 +108,7 @@ class ExtractStats:
 def _batches(
     model: nn.Module, images: ImageSet, transform: ImageTransform, indices: Sequence[int] | None, *,
     batch_size: int, device: str | torch.device | None, num_workers: int, regions: bool, amp: bool | None,
-    stats: ExtractStats | None,
+    stats: ExtractStats | None, use_pca: bool | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """``(image indices, float32 descriptors)`` one batch at a time, in the order of ``indices``.
 
@@ -140,7 +140,8 @@ def _batches(
             batch = batch.to(dev, non_blocking=True)
             if on_cuda:
                 batch = batch.contiguous(memory_format=torch.channels_last)
-            result = net.regions(batch) if regions else net(batch)
+            pca = {} if use_pca is None else {"use_pca": use_pca}  # None: the model's own default
+            result = net.regions(batch, **pca) if regions else net(batch, **pca)
             result = result.float().cpu().numpy()
             t2 = time.perf_counter()
             stats.loader_wait_s += t1 - t0
@@ -164,14 +165,18 @@ def extract_descriptors(
     amp: bool | None = None,
     desc: str | None = None,
     stats: ExtractStats | None = None,
+    use_pca: bool | None = None,
+    on_batch: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """Descriptors of ``images`` (all, or ``indices`` in that order) as float32 numpy, in RAM.
 
     Returns ``N x dim`` (``model(x)``) or, with ``regions=True``, ``N x 9 x dim``
     (``model.regions(x)``). Runs under ``torch.inference_mode`` with the model in eval mode; on
     CUDA with autocast (bf16/fp16; ``amp=False`` turns it off) and channels_last. The model's
-    train/eval modes, device and memory format are restored afterwards. For a database too large
-    for RAM use :func:`extract_to_store`.
+    train/eval modes, device and memory format are restored afterwards. ``use_pca=False`` gives
+    the descriptors before PCA-whitening (as mining sees them); ``on_batch(n)`` is told after each
+    batch of ``n`` images (e.g. to move an app's progress bar). For a database too large for RAM
+    use :func:`extract_to_store`.
     """
     n = len(images) if indices is None else len(indices)
     what = "region descriptors" if regions else "descriptors"
@@ -188,7 +193,7 @@ def extract_descriptors(
     start = time.perf_counter()
     bar = tqdm(total=n, desc=desc or f"extract {what}", unit="img", disable=not progress, leave=False)
     gen = _batches(model, images, transform, indices, batch_size=batch_size, device=device,
-                   num_workers=num_workers, regions=regions, amp=amp, stats=stats)
+                   num_workers=num_workers, regions=regions, amp=amp, stats=stats, use_pca=use_pca)
     try:
         with contextlib.closing(gen):
             for _, result in gen:
@@ -197,6 +202,8 @@ def extract_descriptors(
                 out[offset:offset + len(result)] = result
                 offset += len(result)
                 bar.update(len(result))
+                if on_batch is not None:
+                    on_batch(len(result))
     finally:
         bar.close()
         stats.wall_s += time.perf_counter() - start
