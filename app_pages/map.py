@@ -10,7 +10,7 @@ from sfrs_core.explain.positives import describe_split, descriptor_file
 from sfrs_core.figures.style import CORRECT_RADIUS_M, color_map
 from viz_app.map import DEFAULT_FOV_DEG, PinSet, known_heading, pins_from_results, retrieval_map, show_map
 from viz_app.positives import positive_marks
-from viz_app.state import compared_results, dataset, model, positive_miner, sidebar
+from viz_app.state import compared_results, dataset, model, positive_miner, selection_key, sidebar
 from viz_app.widgets import map_tiles_choice, progress_button, query_picker
 
 sel = sidebar()
@@ -40,12 +40,12 @@ mining = sel.split != "test"  # training mines positives of training (and valida
 miner = positive_miner(sel.other.run, sel.other.generation, sel.split) if mining else None
 mined = miner.mine(q) if miner is not None else None
 marks = positive_marks(split, q, mined, model_label=f"gen {sel.other.generation}") if mining else []
-m = retrieval_map(db.latlon, pin_sets, query_latlon=tuple(split.queries.latlon[q]),
-                  query_image=split.queries.image_path(q), query_label=f"Query {q}",
-                  query_heading=known_heading(split.queries.heading, q), database_heading=db.heading, fov_deg=fov,
-                  basemap=load_basemap(sel.data, sel.split), tiles=tiles, positives=marks,
-                  positives_label=f"GPS positives within {TRAIN_POS_RADIUS_M:g} m ({len(marks)})")
-show_map(m, key="map_view")
+show_map(lambda: retrieval_map(
+    db.latlon, pin_sets, query_latlon=tuple(split.queries.latlon[q]), query_image=split.queries.image_path(q),
+    query_label=f"Query {q}", query_heading=known_heading(split.queries.heading, q), database_heading=db.heading,
+    fov_deg=fov, basemap=load_basemap(sel.data, sel.split), tiles=tiles, positives=marks,
+    positives_label=f"GPS positives within {TRAIN_POS_RADIUS_M:g} m ({len(marks)})",
+), key=("map", *selection_key(sel), q, k, tiles, tuple(marks)))
 st.caption(
     f"**Q**: the query's true position, with the {CORRECT_RADIUS_M:g} m circle and, where its heading is known, "
     "the wedge it sees. Round badges: the baseline's top-K (left of their spot); square badges: the compared "

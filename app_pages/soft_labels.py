@@ -11,13 +11,14 @@ from sfrs_core.data.dataset import TRAIN_POS_RADIUS_M
 from sfrs_core.data.synthcity.basemap import load_basemap, load_config
 from sfrs_core.explain.heatmap_core import load_rgb
 from sfrs_core.explain.positives import describe_split, descriptor_file
-from sfrs_core.explain.soft_labels import draw_regions, entropy, feature_size
+from sfrs_core.explain.soft_labels import draw_regions, entropy
 from sfrs_core.figures import soft_label_evolution, training_curves
 from sfrs_core.models.regions import REGION_NAMES
 from sfrs_core.training.metrics_log import final_recalls
 from viz_app.map import DEFAULT_FOV_DEG, known_heading, positive_color, positives_map, show_map
 from viz_app.positives import positive_marks
-from viz_app.state import dataset, model, picked_soft_labels, positive_miner, run_metrics, sidebar, soft_labels
+from viz_app.state import (dataset, feature_size, model, picked_soft_labels, positive_miner, run_metrics, sidebar,
+                           soft_labels)
 from viz_app.widgets import cached_figure, map_tiles_choice, progress_button
 
 
@@ -53,7 +54,7 @@ else:
     positives = snap.positives[qi]
     size = run.image_size()
     q_rgb = load_rgb(split.queries.image_path(int(queries[qi])), size)
-    fhw = feature_size(model(str(run.path), run.last_generation), q_rgb.shape[:2])
+    fhw = feature_size(str(run.path), run.last_generation, q_rgb.shape[:2])
 
     st.markdown(f"**Query {int(queries[qi])} and its {len(positives)} difficult positives**, regions tinted by "
                 f"the soft labels of generation {g} (entropy {float(entropy(dist[None])[0]):.2f} nats)")
@@ -73,15 +74,14 @@ else:
     marks = positive_marks(split, query, mined, model_label=f"gen {g}")
     city = load_config(run.data)
     tiles = map_tiles_choice("sl_tiles_toggle")
-    pmap = positives_map(tuple(split.queries.latlon[query]), marks,
-                         query_heading=known_heading(split.queries.heading, query),
-                         query_image=split.queries.image_path(query), query_label=f"Query {query}",
-                         fov_deg=city.fov_deg if city is not None else DEFAULT_FOV_DEG,
-                         basemap=load_basemap(run.data, split.name), tiles=tiles,
-                         positives_label=f"GPS positives ({len(marks)})")
     map_col, text_col = st.columns([3, 2])
     with map_col:
-        show_map(pmap, key="sl_map", height=430)
+        show_map(lambda: positives_map(
+            tuple(split.queries.latlon[query]), marks, query_heading=known_heading(split.queries.heading, query),
+            query_image=split.queries.image_path(query), query_label=f"Query {query}",
+            fov_deg=city.fov_deg if city is not None else DEFAULT_FOV_DEG,
+            basemap=load_basemap(run.data, split.name), tiles=tiles, positives_label=f"GPS positives ({len(marks)})",
+        ), key=("positives", str(run.path), g, split.name, query, tiles, tuple(marks)), height=430)
     with text_col:
         if mined is None:
             st.markdown("Wedges: where each positive looks, from the query's (black) position. Which of them "

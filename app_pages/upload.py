@@ -1,6 +1,7 @@
 """Upload a photo: localize it with both models (top-K, map, error from its GPS) and see why (Grad-CAM)."""
 from __future__ import annotations
 
+import hashlib
 import time
 
 import numpy as np
@@ -14,10 +15,20 @@ from sfrs_core.figures import format_distance, heatmap_grid, retrieval_grid
 from sfrs_core.figures.style import CORRECT_RADIUS_M, color_map
 from sfrs_core.retrieval.localize import localize
 from viz_app.map import DEFAULT_FOV_DEG, PinSet, pins_from_localization, retrieval_map, show_map
-from viz_app.state import dataset, index_bundle, model, sidebar
-from viz_app.widgets import figure_downloads, map_tiles_choice
+from viz_app.state import dataset, index_bundle, model, selection_key, sidebar
+from viz_app.widgets import cached_figure, map_tiles_choice
 
 FAR_M = 1000.0  # a photo this far from every database image was not taken in the dataset's area
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _localized(digest: str, models: tuple, split: str, k: int, _loaded, _photo):
+    """Both models' localization of a photo (by its digest): a rerun of the page (a slider, the
+    map) describes and searches nothing again. Returns the localizations and the seconds they took."""
+    start = time.perf_counter()
+    found = [localize(net, bundle, _photo, k, _photo.gps) for net, bundle in _loaded]
+    return found, time.perf_counter() - start
+
 
 sel = sidebar()
 st.title("Upload a photo")
@@ -40,15 +51,19 @@ loaded = [(model(str(c.run.path), c.generation), index_bundle(str(c.run.path), c
 sizes = [bundle.image_size for _, bundle in loaded]
 need = tuple(max(s[i] for s in sizes) for i in (0, 1)) if all(sizes) else None
 start = time.perf_counter()
+data = upload.getvalue()
+digest = hashlib.sha256(data).hexdigest()
 try:
-    photo = read_photo(upload.getvalue(), upload.name, size=need)
+    photo = read_photo(data, upload.name, size=need)
 except PhotoError as err:
     st.error(f"This photo cannot be used. {err}")
     st.stop()
 for note in photo.notes:
     st.info(f"{photo.name}: {note}.")
-found = [localize(net, bundle, photo, k, photo.gps) for net, bundle in loaded]
-elapsed = time.perf_counter() - start
+decoded = time.perf_counter() - start
+found, searched = _localized(digest, tuple((str(c.run.path), c.generation) for c in choices), sel.split, k,
+                             loaded, photo)
+elapsed = decoded + searched
 for warning in dict.fromkeys(w for loc in found for w in loc.warnings):  # once, though both models warn
     st.warning(f"{photo.name} was localized, but {warning}.")
 
@@ -78,14 +93,13 @@ st.caption(f"Query time: {elapsed:.2f} s for both models (decoding, descriptor a
 size = loaded[1][1].image_size
 seen = load_rgb(photo.rgb, size)  # the photo as the models see it
 kinds = [c.run.kind for c in choices]
-fig = retrieval_grid(
+key = (digest, photo.name, *selection_key(sel), k)
+cached_figure(("upload_grid", *key), lambda: retrieval_grid(
     [seen, seen], [[m.path for m in loc.matches] for loc in found], [loc.errors_m for loc in found],
     row_labels=kinds, group_size=2, title=f"{photo.name}: top-{k}",
     captions=[[f"s {m.similarity:.3f}" + (f", {format_distance(err)}" if err is not None else "")
                for m, err in zip(loc.matches, loc.errors_m)] for loc in found],
-)
-st.pyplot(fig, width="stretch")
-figure_downloads(fig, "upload_topk", key="upload_grid")
+), "upload_topk", "upload_grid")
 
 st.subheader("On the map")
 colors = color_map(labels)
@@ -93,11 +107,12 @@ pin_sets = [PinSet(f"{role}: {label}", pins_from_localization(loc, database_head
                    colors[label], square=role == "Compared")
             for role, label, loc in zip(("Baseline", "Compared"), labels, found)]
 city = load_config(sel.data)
-show_map(retrieval_map(split.database.latlon, pin_sets, query_latlon=photo.gps, query_image=photo.rgb,
-                       query_label="Your photo", database_heading=split.database.heading,
-                       fov_deg=city.fov_deg if city is not None else DEFAULT_FOV_DEG,
-                       basemap=load_basemap(sel.data, sel.split), tiles=map_tiles_choice("upload_tiles_toggle")),
-         key="upload_map")
+tiles = map_tiles_choice("upload_tiles_toggle")
+show_map(lambda: retrieval_map(
+    split.database.latlon, pin_sets, query_latlon=photo.gps, query_image=photo.rgb, query_label="Your photo",
+    database_heading=split.database.heading, fov_deg=city.fov_deg if city is not None else DEFAULT_FOV_DEG,
+    basemap=load_basemap(sel.data, sel.split), tiles=tiles,
+), key=("upload", *key, tiles))
 st.caption("Round badges: the baseline's matches; square badges: the compared model's; the number is the rank. "
            + (f":green[**Green**]: within {CORRECT_RADIUS_M:g} m of the photo's GPS, :red[**red**]: farther; "
               f"dashed: the {CORRECT_RADIUS_M:g} m circle around it." if photo.gps else
@@ -105,7 +120,7 @@ st.caption("Round badges: the baseline's matches; square badges: the compared mo
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
-def _gradcam(data: bytes, run_path: str, generation: int, match_path: str, size: tuple[int, int] | None,
+def _gradcam(digest: str, run_path: str, generation: int, match_path: str, size: tuple[int, int] | None,
              _net, _rgb: np.ndarray):
     """Grad-CAM of the photo against its top-1 match and back (cached per photo and model)."""
     return compare_heatmaps({"m": _net}, _rgb, match_path, "gradcam", size)["m"]
@@ -114,17 +129,15 @@ def _gradcam(data: bytes, run_path: str, generation: int, match_path: str, size:
 st.subheader("Why the compared model matched it")
 top1 = found[1].matches[0]
 with st.spinner("Computing the Grad-CAM heatmap…"):
-    pair = _gradcam(upload.getvalue(), str(sel.other.run.path), sel.other.generation, top1.path,
+    pair = _gradcam(digest, str(sel.other.run.path), sel.other.generation, top1.path,
                     size, loaded[1][0], photo.rgb)
 err = found[1].top1_error_m
-fig = heatmap_grid(
+cached_figure(("upload_gradcam", *key), lambda: heatmap_grid(
     [pair.query_rgb], {kinds[1]: [pair.query_overlay]}, [[pair.match_overlay]],
     similarities={kinds[1]: [pair.similarity]}, match_titles=["Top-1 match"],
     match_captions=[[format_distance(err) if err is not None else "distance unknown"]],
     match_correct=[[None if err is None else err <= CORRECT_RADIUS_M]],
     title=f"Grad-CAM, {labels[1]}",
-)
-st.pyplot(fig, width="stretch")
+), "upload_gradcam", "upload_heat")
 st.caption("Grad-CAM of the similarity between the photo and the compared model's top-1 match: warm colours "
            "mark the regions that raise it (on the photo, towards the match; on the match, towards the photo).")
-figure_downloads(fig, "upload_gradcam", key="upload_heat")

@@ -3,8 +3,9 @@
 Each visitor is a browser-like client of Streamlit's own websocket protocol (``/_stcore/stream``,
 protobuf ``BackMsg``/``ForwardMsg``, with the XSRF cookie and token a browser sends): it opens the
 app, then for the test's duration switches pages, picks another query in the query pages' selectors and
-uploads photos (a 320×240 demo query and the same scene as a 12-megapixel JPEG, through the real
-upload route), with a seeded think time between actions, and follows the sidebar's live training
+uploads photos (one of 24 demo test queries at 320×240, or the same scene as a 12-megapixel
+JPEG, through the real upload route: each upload a photo drawn at random from those, so that
+most are new to the server), with a seeded think time between actions, and follows the sidebar's live training
 fragment (auto-reruns) as a browser does. A client draws nothing, so the server's work is what is
 measured: for every action, the time from the request to the script's end.
 
@@ -44,6 +45,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import numpy as np  # noqa: E402
 import websockets  # noqa: E402
 from PIL import Image  # noqa: E402
 from streamlit.proto.Alert_pb2 import Alert  # noqa: E402
@@ -247,21 +249,30 @@ DEMO_DATA = ROOT / "data" / "synthcity"
 DEMO_RUNS = ROOT / "assets" / "demo"
 
 
-def photos(data: Path = DEMO_DATA) -> dict[str, bytes]:
-    """A test query of the dataset as rendered (320×240 for the demo) and the same scene as a 12 MP JPEG."""
+PHOTO_POOL = 24  # distinct photos of each size: uploads are new photos, not cache hits of the last one
+
+
+def photos(data: Path = DEMO_DATA, count: int = PHOTO_POOL) -> dict[str, list[bytes]]:
+    """``count`` test queries of the dataset as rendered (320×240 for the demo), and the same
+    scenes as 12 MP JPEGs: {"small.jpg": [...], "12mp.jpg": [...]}, each a different photo."""
     from sfrs_core.data import load_dataset
 
-    split = load_dataset(data)["test"]
-    path = split.queries.image_path(0)
-    small = Path(path).read_bytes()
-    buf = io.BytesIO()
-    Image.open(path).convert("RGB").resize((4000, 3000), Image.BICUBIC).save(buf, "JPEG", quality=92)
-    return {"small.jpg": small, "12mp.jpg": buf.getvalue()}
+    queries = load_dataset(data)["test"].queries
+    picks = np.linspace(0, len(queries) - 1, min(count, len(queries))).astype(int)
+    small, large = [], []
+    for q in picks:
+        path = queries.image_path(int(q))
+        small.append(Path(path).read_bytes())
+        buf = io.BytesIO()
+        Image.open(path).convert("RGB").resize((4000, 3000), Image.BICUBIC).save(buf, "JPEG", quality=92)
+        large.append(buf.getvalue())
+    return {"small.jpg": small, "12mp.jpg": large}
 
 
-async def act(visitor: Visitor, action: str, pics: dict[str, bytes], rng: random.Random) -> Outcome:
+async def act(visitor: Visitor, action: str, pics: dict[str, list[bytes]], rng: random.Random) -> Outcome:
     """Do one action: ``page:<path>`` (open a page), ``pick:<path>`` (open it and choose another
-    query in its query selector) or ``upload:<photo>`` (open the Upload page and upload it)."""
+    query in its query selector) or ``upload:<kind>`` (open the Upload page and upload one of the
+    photos of that kind, drawn at random)."""
     what, arg = action.split(":", 1)
     if what == "page":
         return await visitor.run(page=arg)
@@ -279,7 +290,7 @@ async def act(visitor: Visitor, action: str, pics: dict[str, bytes], rng: random
     uploader = next((i for (k, _), i in out.widgets.items() if k == "file_uploader"), None)
     if uploader is None:
         raise LoadError("no file uploader on /upload")
-    up = await visitor.upload(uploader, pics[arg], arg)
+    up = await visitor.upload(uploader, rng.choice(pics[arg]), arg)
     up.errors = out.errors + up.errors
     return up
 
@@ -307,7 +318,7 @@ async def follow_fragments(visitor: Visitor, records: list[Record], stop: asynci
             await asyncio.wait_for(stop.wait(), 0.25)
 
 
-async def visitor_loop(url: str, seed: int, until: float, think: tuple[float, float], pics: dict[str, bytes],
+async def visitor_loop(url: str, seed: int, until: float, think: tuple[float, float], pics: dict[str, list[bytes]],
                        records: list[Record]) -> None:
     rng = random.Random(seed)
     v = Visitor(url)
@@ -332,7 +343,7 @@ async def visitor_loop(url: str, seed: int, until: float, think: tuple[float, fl
         await v.close()
 
 
-async def idle_times(url: str, pics: dict[str, bytes], repeats: int) -> dict[str, list[float]]:
+async def idle_times(url: str, pics: dict[str, list[bytes]], repeats: int) -> dict[str, list[float]]:
     """Each action ``repeats`` times by a single visitor (the first visit warms the caches and is
     not counted: every later visitor of the load phase finds them warm too)."""
     v = Visitor(url)

@@ -14,3 +14,9 @@ def run_page(path: str, timeout: float = 120) -> AppTest:
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     return at
+
+
+def map_html(at: AppTest) -> str:
+    """The HTML page of the page's one map (an ``st.iframe`` with the map as ``srcdoc``)."""
+    (frame,) = [e for e in at.main if e.type == "iframe"]
+    return frame.proto.srcdoc

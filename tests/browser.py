@@ -106,9 +106,9 @@ def wait_rendered(page, timeout_s: float = 120.0) -> float:
 
 
 def wait_maps(page, timeout_s: float = 60.0) -> int:
-    """Wait until every map (streamlit-folium's component frame) of the page has drawn Leaflet and
-    its layers have had a moment to load; returns the number of maps."""
-    frames = page.locator("iframe[title*=st_folium]")
+    """Wait until every map (an ``st.iframe`` frame) of the page has drawn Leaflet and its layers
+    have had a moment to load; returns the number of maps."""
+    frames = page.locator("iframe[data-testid=stIFrame]")
     for i in range(frames.count()):
         frames.nth(i).content_frame.locator(".leaflet-container").wait_for(timeout=timeout_s * 1000)
     page.wait_for_timeout(1000)

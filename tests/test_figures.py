@@ -266,3 +266,36 @@ def test_training_series_and_curves():
     assert [t.name for t in training_curves_plotly(_metrics_log()).data] == ["loss_hard", "loss_soft", "val recall@1"]
     with pytest.raises(ValueError, match="no training steps"):
         training_curves([])
+
+
+@pytest.mark.parametrize("photos", [True, False])
+def test_screen_bytes_crop_like_matplotlibs_tight_savefig(photos):
+    """The app's page encoding (viz_app.widgets.screen_bytes) measures the tight box once instead of
+    a second draw: the same crop, pixel for pixel, as savefig(bbox_inches="tight"); JPEG for figures
+    with photos, PNG for charts."""
+    import matplotlib.pyplot as plt
+
+    from viz_app.widgets import JPEG_QUALITY, SCREEN_DPI, screen_bytes
+
+    def build():
+        if photos:
+            rng = np.random.default_rng(0)
+            image = lambda: rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)  # noqa: E731
+            return F.retrieval_grid([image()], [[image(), image()]], [[3.0, 40.0]], row_labels=["SFRS"])
+        return F.recall_curves({"SARE": {1: 50.0, 5: 70.0, 10: 80.0}, "SFRS": {1: 60.0, 5: 75.0, 10: 85.0}})
+
+    fig = build()
+    data = screen_bytes(fig)
+    plt.close(fig)
+    fig = build()
+    ref = io.BytesIO()
+    if photos:
+        fig.savefig(ref, format="jpeg", dpi=SCREEN_DPI, bbox_inches="tight", pil_kwargs={"quality": JPEG_QUALITY})
+    else:
+        fig.savefig(ref, format="png", dpi=SCREEN_DPI, bbox_inches="tight")
+    plt.close(fig)
+    ours, theirs = Image.open(io.BytesIO(data)), Image.open(ref)
+    assert ours.format == ("JPEG" if photos else "PNG")
+    assert ours.size == theirs.size
+    diff = np.abs(np.asarray(ours.convert("RGB"), dtype=int) - np.asarray(theirs.convert("RGB"), dtype=int))
+    assert diff.max() == 0

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import io
-import json
 import math
 import re
 import struct
@@ -22,7 +21,7 @@ from sfrs_core.figures import format_distance
 from sfrs_core.prepare import index_folder, prepared_index
 from sfrs_core.retrieval.localize import describe_photo, localize
 from sfrs_core.runs import open_run
-from tests.apptest import run_page
+from tests.apptest import map_html, run_page
 from viz_app.map import LEAFLET_CSS, LEAFLET_JS, Pin, PinSet, retrieval_map
 
 ONLINE = re.compile(r"https?://|//cdn|unpkg")  # any absolute URL: a CDN, tiles, fonts
@@ -198,11 +197,6 @@ def test_retrieval_map_is_offline_and_pins_share_spots():
 
 
 # --------------------------------------------------------------------------- pages
-def _map_args(at: AppTest) -> dict:
-    (component,) = [e for e in at.main if e.type == "component_instance"]
-    return json.loads(component.proto.json_args)
-
-
 def _spots(latlon: np.ndarray, ids: np.ndarray) -> int:
     return len({tuple(np.round(latlon[i], 6)) for i in ids})
 
@@ -212,15 +206,15 @@ def test_map_page_shows_both_models_pins_offline(app_env):
     q = at.selectbox(key="map_query").value
     k = at.slider(key="map_k").value
     assert (q, k) == (0, 5)
-    args = _map_args(at)
-    assert args["js_links"] == [LEAFLET_JS] and args["css_links"] == [LEAFLET_CSS]
-    assert not ONLINE.search(args["script"] + args["header"] + args["html"])
+    page = map_html(at)
+    assert f'src="{LEAFLET_JS}"' in page and f'href="{LEAFLET_CSS}"' in page
+    assert not ONLINE.search(page)
 
     at.selectbox(key="map_query").set_value(4)
     at.slider(key="map_k").set_value(3)
     at.run()
     assert not at.exception
-    script = _map_args(at)["script"]
+    script = map_html(at)
     split = load_dataset(open_run(app_env / "tiny-sfrs").data)["test"]
     badges = BADGE.findall(script)
     expected = 1  # the query
@@ -301,7 +295,7 @@ def test_upload_page_localizes_a_photo_and_measures_the_error(app_env):
         assert metric.label.endswith("top-1 error") and name in metric.label
         assert metric.value == format_distance(error)
     assert any(c.value.startswith("Query time:") for c in at.caption)
-    badges = BADGE.findall(_map_args(at)["script"])
+    badges = BADGE.findall(map_html(at))
     assert badges[0] == "Q" and sorted(int(r) for b in badges[1:] for r in b.split(",")) == [1, 1, 2, 2, 3, 3, 4, 4]
     assert len(at.image) == 2  # the top-K grid and the Grad-CAM figure
     assert sum("PNG" in b.label for b in at.get("download_button")) == 2

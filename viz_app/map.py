@@ -1,4 +1,4 @@
-"""Maps of a query and what two models retrieved for it (folium, shown through streamlit-folium).
+"""Maps of a query and what two models retrieved for it (folium, shown in an ``st.iframe``).
 
 **Offline by design.** folium's defaults fetch Leaflet, jQuery, Bootstrap and Font Awesome from
 CDNs and map tiles from OpenStreetMap; none of that is reachable on an offline machine, and a
@@ -20,11 +20,12 @@ map that silently stays blank is worse than none. So every map built here:
 environment variable ``SFRS_MAP_TILES=osm``) adds one OpenStreetMap tile layer with its
 attribution, for real datasets whose GPS is a real place; everything else stays local.
 
-streamlit-folium (``st_folium``) renders the map in a component iframe served by the Streamlit
-server itself (``<server>/component/streamlit_folium.st_folium/index.html``); the iframe loads
-the map's ``default_js``/``default_css`` URLs one by one. They are given relative to that page
-(:data:`LEAFLET_JS`), so they resolve to the same server's ``/app/static/`` also when the app
-runs under a ``server.baseUrlPath``.
+:func:`show_map` renders a map's whole HTML page once per set of inputs (a cache key the page
+gives; building and rendering a map with its popups and layers costs about 0.1 s of held GIL,
+paid on every rerun before) and shows it with ``st.iframe`` as a ``srcdoc`` frame. Such a frame
+resolves relative URLs against the page that embeds it, ``<server>[/<baseUrlPath>]/<page>``, so
+the Leaflet URLs (:data:`LEAFLET_JS`) are relative (``app/static/...``): they name the same
+server's static folder also when the app runs under a ``server.baseUrlPath``.
 
 **Where each camera looks.** Wherever an image's heading is known, it is drawn as a view cone: a
 wedge from the camera position, ``fov`` wide (SynthCity's camera field of view; else
@@ -58,6 +59,7 @@ from typing import TYPE_CHECKING
 
 import folium
 import numpy as np
+import streamlit as st
 from branca.element import MacroElement
 from folium.template import Template
 from folium.utilities import JsCode
@@ -73,9 +75,9 @@ if TYPE_CHECKING:
 
 ImageLike = str | os.PathLike | np.ndarray  # an image file, or an H×W×3 uint8 RGB array
 
-#: Leaflet as served by the app (``static/leaflet``), relative to streamlit-folium's component page.
-LEAFLET_JS = "../../app/static/leaflet/leaflet.js"
-LEAFLET_CSS = "../../app/static/leaflet/leaflet.css"
+#: Leaflet as served by the app (``static/leaflet``), relative to the app's pages (see the module doc).
+LEAFLET_JS = "app/static/leaflet/leaflet.js"
+LEAFLET_CSS = "app/static/leaflet/leaflet.css"
 BACKGROUND = "#f4f6f8"
 DATABASE_COLOR = "#9aa3ad"
 MAX_DATABASE_POINTS = 5000  # more database places (distinct positions) than this are thinned evenly
@@ -554,8 +556,13 @@ def positives_map(
     return _finish(m, None, _bounds([tuple(query_latlon)], pad), collapsed=True)
 
 
-def show_map(m: folium.Map, key: str, height: int = 520) -> None:
-    """Show a map on the page (no reruns on map clicks: nothing is read back)."""
-    from streamlit_folium import st_folium
+@st.cache_resource(show_spinner=False, max_entries=64)
+def map_html(key: tuple, _build: Callable[[], folium.Map]) -> str:
+    """The HTML page of the map ``_build()`` makes, rendered once per ``key`` (shared by visitors)."""
+    return _build().get_root().render()
 
-    st_folium(m, key=key, height=height, use_container_width=True, returned_objects=[])
+
+def show_map(build: Callable[[], folium.Map], key: tuple, height: int = 520) -> None:
+    """Show the map ``build()`` makes: ``key`` names it and every input it depends on (a rerun with
+    the same key builds and renders nothing). Nothing is read back from the map."""
+    st.iframe(map_html(key, build), height=height, alt="Map")

@@ -5,6 +5,8 @@ for them. Usage: ``python -m viz_app.serve [streamlit options, e.g. --server.por
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 import importlib
 import sys
 from pathlib import Path
@@ -12,8 +14,8 @@ from pathlib import Path
 APP = Path(__file__).resolve().parents[1] / "app.py"
 
 # What the pages import; the torchvision shim must come before torchvision and grad-cam. Nothing
-# that imports streamlit (viz_app, streamlit_folium): imported before `streamlit run` sets the
-# server up, it loses the app's navigation (st.navigation) and its folium component.
+# that imports streamlit (viz_app): imported before `streamlit run` sets the server up, it loses
+# the app's navigation (st.navigation).
 PRELOAD = (
     "sfrs_core._torchvision", "torch", "faiss", "pandas", "matplotlib.figure", "plotly.graph_objects",
     "folium", "pytorch_grad_cam", "sfrs_core.explain.heatmaps", "sfrs_core.explain.figure_set",
@@ -28,9 +30,27 @@ def preload() -> None:
     for name in PRELOAD:
         importlib.import_module(name)
     assert "streamlit" not in sys.modules, "a preloaded module imported streamlit too early"
+    # the libraries' objects live as long as the server: out of the collector's sight, Python's
+    # automatic full collections (the app runs without Streamlit's one per rerun) stay short
+    gc.freeze()
+
+
+M_ARENA_MAX = -8  # glibc's mallopt parameter
+
+
+def limit_malloc_arenas(arenas: int = 2) -> None:
+    """At most ``arenas`` glibc malloc arenas (else up to 8 per core): every visitor's script runs
+    in its own thread, and memory freed in a thread's arena is rarely given back, so the server's
+    resident size crept up with the number of threads that had ever run. No-op off glibc."""
+    import ctypes
+    import ctypes.util
+
+    with contextlib.suppress(OSError, AttributeError, TypeError):
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt(M_ARENA_MAX, arenas)
 
 
 def main(argv: list[str] | None = None) -> int:
+    limit_malloc_arenas()
     preload()
     from streamlit.web import cli
 

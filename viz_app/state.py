@@ -78,6 +78,15 @@ def model(run_path: str, generation: int):
     return _run(run_path).model(generation).eval()
 
 
+@st.cache_data(show_spinner=False)
+def feature_size(run_path: str, generation: int, image_hw: tuple[int, int]) -> tuple[int, int]:
+    """The trunk's feature-map size for an image of ``image_hw`` (one forward pass, once per model
+    and size; :func:`sfrs_core.explain.soft_labels.feature_size`)."""
+    from sfrs_core.explain.soft_labels import feature_size as measure
+
+    return measure(model(run_path, generation), tuple(image_hw))
+
+
 @st.cache_resource(show_spinner="Indexing the database (once; `make app` does this ahead)…")
 def index_bundle(run_path: str, generation: int, split: str):
     """The database index (:class:`~sfrs_core.retrieval.bundle.IndexBundle`) of a model on ``split``,

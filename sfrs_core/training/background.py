@@ -53,7 +53,7 @@ LOG_FILE = "train.log"
 PROGRESS_FILE = "progress.json"
 STATES = ("starting", "running", "stopping", "finished", "stopped", "failed", "interrupted")
 ALIVE_STATES = ("starting", "running", "stopping")
-NICENESS = 10  # CPU priority of a background training (0 = a visitor's page; 19 = lowest)
+NICENESS = 19  # CPU priority of a background training (0 = a visitor's page; 19 = lowest: only idle CPU)
 _START_LOCK = ".start.lock"
 _CHILDREN: dict[int, subprocess.Popen] = {}  # processes this interpreter started (polled, so never zombies)
 
