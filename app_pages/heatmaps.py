@@ -2,6 +2,8 @@
 falls by semantic class (this query and the whole split)."""
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import streamlit as st
 from PIL import Image
@@ -42,18 +44,18 @@ pairs = [pair_heatmaps(str(c.run.path), c.generation, sel.split, q, method) for 
 key = (*selection_key(sel), q, method)
 
 
-def grid():
-    maps = {lab: [overlay(p.query_rgb, p.query.image, colormap, opacity, signed=p.query.signed)]
-            for lab, p in zip(labels, pairs)}
-    matches = [[overlay(p.match_rgb, p.match.image, colormap, opacity, signed=p.match.signed) for p in pairs]]
-    return heatmap_grid(
-        [pairs[0].query_rgb], maps, matches,
-        similarities={lab: [p.similarity] for lab, p in zip(labels, pairs)},
-        match_titles=[f"{lab} top-1" for lab in labels],
-        match_captions=[[f"{r.distances_m[q, 0]:.0f} m" for r in res]],
-        match_correct=[[bool(r.correct[q, 0]) for r in res]],
-        title=f"Query {q}: {METHOD_NAMES[method]}",
-    )
+grid = partial(  # overlays made here (a few ms), the figure drawn in the figure worker
+    heatmap_grid,
+    [pairs[0].query_rgb],
+    {lab: [overlay(p.query_rgb, p.query.image, colormap, opacity, signed=p.query.signed)]
+     for lab, p in zip(labels, pairs)},
+    [[overlay(p.match_rgb, p.match.image, colormap, opacity, signed=p.match.signed) for p in pairs]],
+    similarities={lab: [p.similarity] for lab, p in zip(labels, pairs)},
+    match_titles=[f"{lab} top-1" for lab in labels],
+    match_captions=[[f"{r.distances_m[q, 0]:.0f} m" for r in res]],
+    match_correct=[[bool(r.correct[q, 0]) for r in res]],
+    title=f"Query {q}: {METHOD_NAMES[method]}",
+)
 
 
 cached_figure(("heatmaps", *key, opacity, cmap), grid, f"heatmaps_{method}_q{q}")
@@ -84,7 +86,7 @@ whole["image area"] = area  # last, as in this query's bars
 left, right = st.columns(2)
 with left:
     st.markdown(f"**This query** ({METHOD_NAMES[method]})")
-    cached_figure(("attention_query", *key), lambda: attention_bars(this_query, width="one"),
+    cached_figure(("attention_query", *key), partial(attention_bars, this_query, width="one"),
                   f"attention_{method}_q{q}", "hm_bq")
 with right:
     st.markdown(f"**Whole {sel.split} split** ({len(split.queries)} queries, each towards its own top-1)")
@@ -98,5 +100,5 @@ with right:
                     on_progress=lambda done, total, lab=lab: bar.progress(done / total, text=f"{lab}: {done}/{total}"))
             st.rerun()  # cached on disk now: redraw with the bars instead of the button
     if not missing:
-        cached_figure(("attention_split", *key[:-2], method), lambda: attention_bars(whole, width="one"),
+        cached_figure(("attention_split", *key[:-2], method), partial(attention_bars, whole, width="one"),
                       f"attention_{method}_{sel.split}", "hm_bw")

@@ -1,6 +1,8 @@
 """SFRS Studio — overview: the runs found, their recall, and recall@N curves."""
 from __future__ import annotations
 
+from functools import partial
+
 import pandas as pd
 import streamlit as st
 
@@ -38,8 +40,8 @@ if seeds.rows:
     st.dataframe(pd.DataFrame(seeds.rows), hide_index=True, width="stretch")
     if seeds.chart:
         left, right = st.columns([3, 2])
-        def cond_fig():
-            return recall_by_condition(seeds.chart, seeds.errors, n=1, title="Recall@1 by condition (mean ± std over seeds)")
+        cond_fig = partial(recall_by_condition, seeds.chart, seeds.errors, n=1,
+                           title="Recall@1 by condition (mean ± std over seeds)")
         with left:
             cached_figure(("recall_by_condition", repr(seeds.chart), repr(seeds.errors)), cond_fig, "recall_by_condition")
         with right:
@@ -48,7 +50,7 @@ if seeds.rows:
 curves = {c.label: c.run.recall(sel.split, c.generation) for c in (sel.baseline, sel.other)}
 left, right = st.columns([3, 2])
 with left:
-    cached_figure(("recall_curves", repr(curves)), lambda: recall_curves(curves, title="Recall@N"), "recall_curves")
+    cached_figure(("recall_curves", repr(curves)), partial(recall_curves, curves, title="Recall@N"), "recall_curves")
 with right:
     for label, rec in curves.items():
         st.metric(f"R@1 — {label}", f"{100 * rec[1]:.1f} %" if 1 in rec else "—")

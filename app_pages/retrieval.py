@@ -1,6 +1,8 @@
 """Query-retrieval grids: baseline beside the compared model, green/red by the 25 m rule."""
 from __future__ import annotations
 
+from functools import partial
+
 import streamlit as st
 
 from sfrs_core.figures import retrieval_grid
@@ -20,14 +22,14 @@ with left:
 k = right.slider("Top-K", 1, min(10, a.k), 5, key="ret_k")
 
 
-def grid():
-    return retrieval_grid(
-        [split.queries.image_path(q)] * 2,
-        [[split.database.image_path(int(i)) for i in r.ids[q, :k]] for r in (a, b)],
-        [r.distances_m[q, :k].tolist() for r in (a, b)],
-        row_labels=[sel.baseline.run.kind, sel.other.run.kind], group_size=2,
-        title=f"Query {q}" + (f" ({conditions[q]})" if conditions is not None else ""),
-    )
+grid = partial(
+    retrieval_grid,
+    [split.queries.image_path(q)] * 2,
+    [[split.database.image_path(int(i)) for i in r.ids[q, :k]] for r in (a, b)],
+    [r.distances_m[q, :k].tolist() for r in (a, b)],
+    row_labels=[sel.baseline.run.kind, sel.other.run.kind], group_size=2,
+    title=f"Query {q}" + (f" ({conditions[q]})" if conditions is not None else ""),
+)
 
 
 cached_figure(("retrieval", *selection_key(sel), q, k), grid, f"retrieval_q{q}")

@@ -3,6 +3,8 @@ the distribution at each generation, its entropy, the query's GPS positives on t
 generation mines them (easiest, picked, left out), and the run's training curves."""
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -123,8 +125,7 @@ else:
     dists = [s.distributions[qi] for s in snaps]
     temps = [s.temperature for s in snaps]
     glabels = [f"gen {s.generation}" for s in snaps]
-    def evolution():
-        return soft_label_evolution(dists, temps, glabels, title=f"Query {int(queries[qi])}")
+    evolution = partial(soft_label_evolution, dists, temps, glabels, title=f"Query {int(queries[qi])}")
     snapshot_stamp = tuple((s.generation, s.temperature) for s in snaps)
     cached_figure(("soft_label_evolution", str(run.path), snapshot_stamp, _stamp(run.path / "soft_labels"), qi),
                   evolution, f"soft_labels_q{int(queries[qi])}", "sl_fig")
@@ -140,7 +141,7 @@ log = run_metrics(run)
 if not any(r.get("event") == "step" for r in log):
     st.info(f"Run {run.name} has no training steps in its metrics log.")
 else:
-    cached_figure(("training_curves", str(run.path), _stamp(run.path / "metrics.jsonl")), lambda: training_curves(log),
+    cached_figure(("training_curves", str(run.path), _stamp(run.path / "metrics.jsonl")), partial(training_curves, log),
                   f"training_curves_{run.name}", "sl_tc")
     table = pd.DataFrame(final_recalls(log))
     if not table.empty:

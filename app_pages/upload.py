@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from functools import partial
 
 import numpy as np
 import streamlit as st
@@ -94,8 +95,8 @@ size = loaded[1][1].image_size
 seen = load_rgb(photo.rgb, size)  # the photo as the models see it
 kinds = [c.run.kind for c in choices]
 key = (digest, photo.name, *selection_key(sel), k)
-cached_figure(("upload_grid", *key), lambda: retrieval_grid(
-    [seen, seen], [[m.path for m in loc.matches] for loc in found], [loc.errors_m for loc in found],
+cached_figure(("upload_grid", *key), partial(
+    retrieval_grid, [seen, seen], [[m.path for m in loc.matches] for loc in found], [loc.errors_m for loc in found],
     row_labels=kinds, group_size=2, title=f"{photo.name}: top-{k}",
     captions=[[f"s {m.similarity:.3f}" + (f", {format_distance(err)}" if err is not None else "")
                for m, err in zip(loc.matches, loc.errors_m)] for loc in found],
@@ -132,8 +133,8 @@ with st.spinner("Computing the Grad-CAM heatmap…"):
     pair = _gradcam(digest, str(sel.other.run.path), sel.other.generation, top1.path,
                     size, loaded[1][0], photo.rgb)
 err = found[1].top1_error_m
-cached_figure(("upload_gradcam", *key), lambda: heatmap_grid(
-    [pair.query_rgb], {kinds[1]: [pair.query_overlay]}, [[pair.match_overlay]],
+cached_figure(("upload_gradcam", *key), partial(
+    heatmap_grid, [pair.query_rgb], {kinds[1]: [pair.query_overlay]}, [[pair.match_overlay]],
     similarities={kinds[1]: [pair.similarity]}, match_titles=["Top-1 match"],
     match_captions=[[format_distance(err) if err is not None else "distance unknown"]],
     match_correct=[[None if err is None else err <= CORRECT_RADIUS_M]],

@@ -15,8 +15,8 @@ Phases, on one server started as ``make app`` starts it (``python -m viz_app.ser
    (``start_training``), then ``--sessions`` visitors for ``--minutes`` minutes.
 Checks (exit status 1 if one fails): no error (exception or error box on a page, failed upload,
 dropped connection); no action's median under load slower than ``--max-ratio`` (3) × its idle
-time; server memory bounded: the largest resident size of the second half of the load phase at most
-``--memory-margin-mb`` above that of the first half. Server RSS is sampled every 0.5 s.
+time; server memory bounded: the largest resident size (the server's and its figure worker's) of
+the second half of the load phase at most ``--memory-margin-mb`` above that of the first half. Server RSS is sampled every 0.5 s.
 
 Run: ``make bench-load`` or ``.venv/bin/python bench/load.py [--sessions 20 --minutes 2]``;
 ``tests/test_load.py`` (marked slow) runs it.
@@ -54,7 +54,7 @@ from streamlit.proto.Common_pb2 import FileUploaderState, UploadedFileInfo  # no
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg  # noqa: E402
 from streamlit.proto.WidgetStates_pb2 import WidgetState, WidgetStates  # noqa: E402
 
-from bench.memory import rss_mb  # noqa: E402
+from bench.memory import tree_rss_mb  # noqa: E402
 from tests.browser import app_process  # noqa: E402
 
 QUERY_PAGES = ("retrieval", "heatmaps", "soft_labels", "map")  # pages with a query selector
@@ -373,7 +373,8 @@ def app_server(env: dict[str, str]):
 
 
 class MemorySampler(threading.Thread):
-    """Samples a process's resident memory every ``period`` seconds: ``samples`` of (time, MB)."""
+    """Samples the resident memory of a process and its children (the server and its figure
+    worker) every ``period`` seconds: ``samples`` of (time, MB)."""
 
     def __init__(self, pid: int, period: float = 0.5):
         super().__init__(daemon=True)
@@ -384,7 +385,7 @@ class MemorySampler(threading.Thread):
     def run(self) -> None:
         while not self.halt.is_set():
             with contextlib.suppress(OSError):
-                self.samples.append((time.time(), rss_mb("VmRSS", self.pid)))
+                self.samples.append((time.time(), tree_rss_mb(self.pid)))
             self.halt.wait(self.period)
 
 
@@ -435,7 +436,7 @@ def run_load_test(sessions: int = 20, minutes: float = 2.0, think: tuple[float, 
         env = {"SFRS_STUDIO_RUN_DIRS": os.pathsep.join([str(runs), tmp])}
         with app_server(env) as (url, proc):
             idle = {a: statistics.median(t) for a, t in asyncio.run(idle_times(url, pics, repeats)).items()}
-            before = rss_mb("VmRSS", proc.pid)
+            before = tree_rss_mb(proc.pid)
             if train:
                 start_training(tmp, "load", ["--preset", preset, "--data", str(data)])
             sampler = MemorySampler(proc.pid)

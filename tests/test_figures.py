@@ -270,12 +270,12 @@ def test_training_series_and_curves():
 
 @pytest.mark.parametrize("photos", [True, False])
 def test_screen_bytes_crop_like_matplotlibs_tight_savefig(photos):
-    """The app's page encoding (viz_app.widgets.screen_bytes) measures the tight box once instead of
+    """The app's page encoding (sfrs_core.figures.screen_bytes) measures the tight box once instead of
     a second draw: the same crop, pixel for pixel, as savefig(bbox_inches="tight"); JPEG for figures
     with photos, PNG for charts."""
     import matplotlib.pyplot as plt
 
-    from viz_app.widgets import JPEG_QUALITY, SCREEN_DPI, screen_bytes
+    from sfrs_core.figures.export import JPEG_QUALITY, SCREEN_DPI, screen_bytes
 
     def build():
         if photos:

@@ -52,6 +52,9 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
 def main(argv: list[str] | None = None) -> int:
     limit_malloc_arenas()
     preload()
+    from viz_app import figure_pool  # no Streamlit in it
+
+    figure_pool.start()  # the figure worker process imports matplotlib while the server starts
     from streamlit.web import cli
 
     sys.argv = ["streamlit", "run", str(APP), *(sys.argv[1:] if argv is None else argv)]

@@ -29,47 +29,20 @@ def figure_downloads(fig: FigureSource, stem: str, key: str) -> None:
                             width="stretch")
 
 
-SCREEN_DPI = 200  # what st.pyplot renders at: sharp on high-density screens
-JPEG_QUALITY = 92
-
-
-def screen_bytes(fig: Figure) -> bytes:
-    """``fig`` encoded for the page: JPEG when it shows photos (2.5× faster to encode and a quarter
-    of the bytes of a PNG at the same dpi, with no visible loss on photos), else PNG (charts keep
-    crisp lines; fast compression). Cropped to its drawn extent as ``bbox_inches="tight"`` crops,
-    but measured by a layout pass instead of a second full draw (the same pixels, 20 % less time)."""
-    import io
-
-    import matplotlib
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    fig.set_dpi(SCREEN_DPI)
-    fig.draw_without_rendering()  # the layout engine's pass (constrained layout), no pixels
-    tight = fig.get_tightbbox(FigureCanvasAgg(fig).get_renderer()).padded(matplotlib.rcParams["savefig.pad_inches"])
-    buf = io.BytesIO()
-    if any(ax.images for ax in fig.axes):
-        fig.savefig(buf, format="jpeg", dpi=SCREEN_DPI, bbox_inches=tight, pil_kwargs={"quality": JPEG_QUALITY})
-    else:
-        fig.savefig(buf, format="png", dpi=SCREEN_DPI, bbox_inches=tight, pil_kwargs={"compress_level": 1})
-    return buf.getvalue()
-
-
 @st.cache_data(show_spinner=False, max_entries=256)
 def _figure_bytes(key: tuple, _build: Callable[[], Figure]) -> bytes:
-    import matplotlib.pyplot as plt
+    from viz_app.figure_pool import render
 
-    fig = _build()
-    try:
-        return screen_bytes(fig)
-    finally:
-        plt.close(fig)
+    return render(_build)
 
 
 def cached_figure(key: tuple, build: Callable[[], Figure], stem: str, download_key: str | None = None) -> None:
     """Show the matplotlib figure ``build()`` draws, as st.pyplot would, from image bytes
-    (:func:`screen_bytes`) cached under ``key`` (a tuple naming the figure and every input it depends on): a rerun with the same
-    inputs, by this visitor or another, draws and encodes nothing (encoding is most of a page's
-    rerun). With ``download_key``, PNG/SVG/PDF buttons that build the figure only when clicked."""
+    (:func:`sfrs_core.figures.screen_bytes`) cached under ``key`` (a tuple naming the figure and
+    every input it depends on): a rerun with the same inputs, by this visitor or another, draws
+    and encodes nothing. A ``functools.partial`` of a figure function is drawn in the figure
+    worker process (:mod:`viz_app.figure_pool`), off the server's GIL. With ``download_key``,
+    PNG/SVG/PDF buttons that build the figure only when clicked."""
     st.image(_figure_bytes(key, build), width="stretch")
     if download_key is not None:
         figure_downloads(build, stem, key=download_key)

@@ -10,7 +10,7 @@ Plotly (``interactive``) is imported lazily, so the matplotlib path never needs 
 from __future__ import annotations
 
 from .curves import RECALL_NS, attention_bars, recall_by_condition, recall_curves
-from .export import FIGURE_FORMATS, MIME_TYPES, figure_bytes, figure_paths, save_figure
+from .export import FIGURE_FORMATS, MIME_TYPES, figure_bytes, figure_paths, save_figure, screen_bytes
 from .grids import format_distance, heatmap_grid, retrieval_grid
 from .images import as_rgb, overlay_heatmap
 from .softlabels import distribution_entropy, soft_label_evolution
@@ -80,6 +80,7 @@ __all__ = [
     "recall_curves_plotly",
     "retrieval_grid",
     "save_figure",
+    "screen_bytes",
     "soft_label_entropies",
     "soft_label_evolution",
     "soft_label_heatmaps_plotly",

@@ -1,0 +1,96 @@
+"""Page figures drawn in a worker process.
+
+matplotlib draws with the GIL held, and the app's server is one Python process that runs every
+visitor's script: under the load test (20 visitors) drawing figures was about 40 % of the
+server's CPU, and every other visitor's page waited for it. A figure whose recipe can be sent
+to another process (a :func:`functools.partial` of a module-level figure function, e.g.
+``partial(retrieval_grid, paths, ...)``, with picklable arguments) is drawn in a worker process
+instead, on the other core; any other recipe, or any figure while the worker is gone, is drawn
+in this process. The worker imports matplotlib and :mod:`sfrs_core.figures` only (no torch,
+no Streamlit: about 0.5 s and 60 MB); it is started on first use, or ahead by :func:`start`.
+Nothing here imports Streamlit, so the server can start the worker before it serves.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import multiprocessing
+import sys
+import threading
+import types
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+from matplotlib.figure import Figure
+
+WORKERS = 1  # one more core's worth of drawing; the server keeps the other for pages and models
+
+_log = logging.getLogger(__name__)
+_pool: ProcessPoolExecutor | None = None
+_lock = threading.Lock()
+
+
+def draw(build: Callable[[], Figure]) -> bytes:
+    """``build()``'s figure as the page shows it (:func:`sfrs_core.figures.screen_bytes`)."""
+    import matplotlib.pyplot as plt
+
+    from sfrs_core.figures import screen_bytes
+
+    fig = build()
+    try:
+        return screen_bytes(fig)
+    finally:
+        plt.close(fig)
+
+
+def _ready() -> None:
+    import sfrs_core.figures  # noqa: F401  (the worker's imports, before its first figure)
+
+
+@contextlib.contextmanager
+def _plain_main():
+    """A module-less ``__main__`` while a worker is spawned: spawn re-runs the parent's ``__main__``
+    in the child, and during a script run Streamlit's ``__main__`` is the page itself."""
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
+
+
+def _get_pool() -> ProcessPoolExecutor:
+    global _pool
+    with _lock:
+        if _pool is None:
+            # spawn: a fork of the server would copy its threads' locks and its torch state
+            pool = ProcessPoolExecutor(WORKERS, mp_context=multiprocessing.get_context("spawn"), initializer=_ready)
+            with _plain_main():
+                pool.submit(_ready)  # spawns the worker now
+            _pool = pool
+        return _pool
+
+
+def start() -> None:
+    """Start the worker now (it imports matplotlib), so that the first figure does not wait."""
+    _get_pool()
+
+
+def render(build: Callable[[], Figure]) -> bytes:
+    """:func:`draw` ``build`` in the worker when it is a :func:`functools.partial` (else here);
+    here too when the worker fails (a dead worker is replaced for the next figure)."""
+    global _pool
+    if isinstance(build, functools.partial):
+        pool = _get_pool()
+        try:
+            return pool.submit(draw, build).result()
+        except BrokenProcessPool:
+            _log.warning("the figure worker died; drawing in the server and starting a new worker")
+            with _lock:
+                if _pool is pool:
+                    _pool = None
+        except Exception as err:  # noqa: BLE001  (not picklable, or failed there: drawn here, where it raises)
+            _log.debug("figure drawn in the server: %s", err)
+    return draw(build)
