@@ -66,3 +66,30 @@ def test_a_worker_started_during_a_script_run_does_not_rerun_the_page(tmp_path, 
         if figure_pool._pool is not None:
             figure_pool._pool.shutdown()
         figure_pool._pool = old
+
+
+def test_the_worker_ends_when_its_server_is_killed(tmp_path):
+    """A server killed with SIGKILL cannot stop its pool: the worker notices and exits by itself."""
+    import subprocess
+    import sys
+    import time
+
+    note = tmp_path / "pid"
+    server = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from functools import partial; from pathlib import Path; "
+        "from viz_app import figure_pool; from tests.test_figure_pool import figure_noting_pid; "
+        f"figure_pool.render(partial(figure_noting_pid, Path({str(note)!r}))); time.sleep(60)")],
+        cwd=Path(__file__).resolve().parents[1])
+    try:
+        deadline = time.time() + 60
+        while not note.exists() and time.time() < deadline:
+            time.sleep(0.2)
+        worker = int(note.read_text())
+        assert worker != server.pid
+    finally:
+        server.kill()
+        server.wait()
+    deadline = time.time() + 10
+    while Path(f"/proc/{worker}").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    assert not Path(f"/proc/{worker}").exists() or "zombie" in Path(f"/proc/{worker}/status").read_text()

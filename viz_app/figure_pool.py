@@ -16,8 +16,10 @@ import contextlib
 import functools
 import logging
 import multiprocessing
+import os
 import sys
 import threading
+import time
 import types
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -26,6 +28,7 @@ from concurrent.futures.process import BrokenProcessPool
 from matplotlib.figure import Figure
 
 WORKERS = 1  # one more core's worth of drawing; the server keeps the other for pages and models
+PARENT_CHECK_S = 1.0  # how often the worker checks that its server is alive
 
 _log = logging.getLogger(__name__)
 _pool: ProcessPoolExecutor | None = None
@@ -45,8 +48,23 @@ def draw(build: Callable[[], Figure]) -> bytes:
         plt.close(fig)
 
 
-def _ready() -> None:
-    import sfrs_core.figures  # noqa: F401  (the worker's imports, before its first figure)
+def _ready(parent: int) -> None:
+    """The worker's start: its imports, before its first figure, and a watch on the server."""
+    import sfrs_core.figures  # noqa: F401
+
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True, name="exit-with-server").start()
+
+
+def _exit_with(parent: int) -> None:
+    """End this worker when the server that started it is gone (killed with SIGKILL, the pool
+    never tells its worker, which would wait for work forever)."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_S)
+    os._exit(0)
+
+
+def _started() -> None:
+    """A first task: makes the pool spawn its worker."""
 
 
 @contextlib.contextmanager
@@ -66,9 +84,10 @@ def _get_pool() -> ProcessPoolExecutor:
     with _lock:
         if _pool is None:
             # spawn: a fork of the server would copy its threads' locks and its torch state
-            pool = ProcessPoolExecutor(WORKERS, mp_context=multiprocessing.get_context("spawn"), initializer=_ready)
+            pool = ProcessPoolExecutor(WORKERS, mp_context=multiprocessing.get_context("spawn"), initializer=_ready,
+                                       initargs=(os.getpid(),))
             with _plain_main():
-                pool.submit(_ready)  # spawns the worker now
+                pool.submit(_started)  # spawns the worker now
             _pool = pool
         return _pool
 
