@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import time
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
 from sfrs_core.data import DatasetError
-from sfrs_core.figures import training_curves, training_curves_plotly
+from sfrs_core.figures import training_curves
 from sfrs_core.training.background import (JobStatus, TrainingBusyError, job_status, list_jobs, resume_training,
                                            running_job, start_training, stop_training)
 from sfrs_core.runs import Run
@@ -25,7 +26,7 @@ from sfrs_core.training.metrics_log import final_recalls
 from sfrs_core.training.trainer import RunExistsError
 from viz_app.jobs import TrainOptions, canonical_data, dataset_options, dataset_problem, free_run_name, training_dir
 from viz_app.state import Selection, run_metrics
-from viz_app.widgets import figure_downloads
+from viz_app.widgets import cached_figure
 
 REFRESH_S = 2.0  # seconds between two looks at a live run (the Train page's monitor)
 SIDEBAR_REFRESH_S = 5.0  # the sidebar's glance, on every page of every visitor: cheaper for many visitors
@@ -300,9 +301,10 @@ def live_view(s: JobStatus) -> None:
     problems(s)
     metrics = run_metrics(Run(s.path))  # re-read only when the log changed
     if any(r.get("event") == "step" for r in metrics):
-        st.plotly_chart(training_curves_plotly(metrics), width="stretch")
-        figure_downloads(lambda: training_curves(metrics, title=s.name), f"{s.name}_training_curves",
-                         key=f"tr_fig_{s.name}")  # drawn only when a button is clicked: cheap while live
+        log = s.path / "metrics.jsonl"
+        cached_figure(("training_curves", str(s.path), log.stat().st_mtime if log.is_file() else 0.0),
+                      partial(training_curves, metrics, title=s.name), f"{s.name}_training_curves",
+                      download_key=f"tr_fig_{s.name}")  # redrawn (in the figure worker) when the log grows
     recall = final_recalls(metrics)
     if recall:
         st.markdown("**Recall (%) of each finished generation** (25 m)")
