@@ -93,3 +93,22 @@ def test_the_worker_ends_when_its_server_is_killed(tmp_path):
     while Path(f"/proc/{worker}").exists() and time.time() < deadline:
         time.sleep(0.2)
     assert not Path(f"/proc/{worker}").exists() or "zombie" in Path(f"/proc/{worker}/status").read_text()
+
+
+def figure_stuck_in_a_worker(server: int) -> Figure:
+    """A small figure that never comes back from a worker process (it sleeps there)."""
+    import time
+
+    if os.getpid() != server:
+        time.sleep(3600)
+    return figure_noting_pid(Path(os.devnull))
+
+
+def test_a_stuck_worker_is_replaced_and_the_figure_drawn_here(tmp_path, monkeypatch):
+    monkeypatch.setattr(figure_pool, "FIGURE_TIMEOUT_S", 2.0)
+    figure_pool.start()
+    stuck = figure_pool._pool
+    assert figure_pool.render(partial(figure_stuck_in_a_worker, os.getpid())).startswith(b"\x89PNG")  # drawn here
+    note = tmp_path / "pid"
+    figure_pool.render(partial(figure_noting_pid, note))
+    assert figure_pool._pool is not stuck and int(note.read_text()) != os.getpid()  # a new worker draws

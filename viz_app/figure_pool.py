@@ -29,6 +29,7 @@ from matplotlib.figure import Figure
 
 WORKERS = 1  # one more core's worth of drawing; the server keeps the other for pages and models
 PARENT_CHECK_S = 1.0  # how often the worker checks that its server is alive
+FIGURE_TIMEOUT_S = 120.0  # a figure not back by then is drawn here, and the worker replaced
 
 _log = logging.getLogger(__name__)
 _pool: ProcessPoolExecutor | None = None
@@ -92,6 +93,13 @@ def _get_pool() -> ProcessPoolExecutor:
         return _pool
 
 
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Kill a pool's worker (stuck on a figure) and drop its queued work."""
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.kill()
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
 def start() -> None:
     """Start the worker now (it imports matplotlib), so that the first figure does not wait."""
     _get_pool()
@@ -99,17 +107,22 @@ def start() -> None:
 
 def render(build: Callable[[], Figure]) -> bytes:
     """:func:`draw` ``build`` in the worker when it is a :func:`functools.partial` (else here);
-    here too when the worker fails (a dead worker is replaced for the next figure)."""
+    here too when the worker fails or takes longer than :data:`FIGURE_TIMEOUT_S` (a dead or stuck
+    worker is replaced for the next figure)."""
     global _pool
     if isinstance(build, functools.partial):
         pool = _get_pool()
         try:
-            return pool.submit(draw, build).result()
-        except BrokenProcessPool:
-            _log.warning("the figure worker died; drawing in the server and starting a new worker")
+            return pool.submit(draw, build).result(timeout=FIGURE_TIMEOUT_S)
+        except (BrokenProcessPool, TimeoutError) as err:
+            stuck = isinstance(err, TimeoutError)
+            _log.warning("the figure worker %s; drawing in the server and starting a new worker",
+                         "is stuck" if stuck else "died")
             with _lock:
                 if _pool is pool:
                     _pool = None
+            if stuck:
+                _stop(pool)
         except Exception as err:  # noqa: BLE001  (not picklable, or failed there: drawn here, where it raises)
             _log.debug("figure drawn in the server: %s", err)
     return draw(build)
