@@ -32,3 +32,23 @@ def app_env(tiny_runs, monkeypatch) -> Path:
     """The app's pages see only the tiny runs."""
     monkeypatch.setenv("SFRS_STUDIO_RUN_DIRS", str(tiny_runs))
     return tiny_runs
+
+
+@pytest.fixture(scope="module")
+def tiny_test(tiny_city):
+    """The tiny SynthCity's test split."""
+    from sfrs_core.data.vpr_folder import read_vpr_folder
+
+    return read_vpr_folder(tiny_city)["test"]
+
+
+@pytest.fixture(scope="module")
+def model():
+    """An untrained MobileNetV2 + NetVLAD (K=8), seed 0: extraction and retrieval tests need a
+    model, not a good one (a test module may define its own)."""
+    import torch
+
+    from sfrs_core.models import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    return build_model(ModelConfig(trunk="mobilenet_v2", pretrained=False, num_clusters=8))

@@ -9,8 +9,6 @@ import pytest
 import torch
 
 from sfrs_core.data.transforms import ImageTransform
-from sfrs_core.data.vpr_folder import read_vpr_folder
-from sfrs_core.models import ModelConfig, build_model
 from sfrs_core.retrieval import (
     QueryResults,
     build_index,
@@ -41,17 +39,6 @@ def _brute_recall(q_desc, db_desc, q_utm, db_utm, ns, radius=25.0):
         right = [np.any(dist[q, order[q, :n]] <= radius) for q in range(len(q_desc))]
         out[n] = float(np.mean(right))
     return out, dist
-
-
-@pytest.fixture(scope="module")
-def tiny_test(tiny_city):
-    return read_vpr_folder(tiny_city)["test"]
-
-
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    return build_model(ModelConfig(trunk="mobilenet_v2", pretrained=False, num_clusters=8))
 
 
 # ---------------------------------------------------------------- metrics

@@ -7,10 +7,8 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from sfrs_core.data.transforms import ImageTransform
-from sfrs_core.data.vpr_folder import read_vpr_folder
 from sfrs_core.models import ModelConfig, build_model
 from sfrs_core.retrieval import (
     DescriptorStore,
@@ -26,17 +24,6 @@ from sfrs_core.retrieval.results import QueryResults
 from sfrs_core.retrieval.store import prefetch
 
 FLOAT16_MAX_ABS_ERROR = 2.0 ** -12  # round-to-nearest, values in [-1, 1]: half the spacing below 1
-
-
-@pytest.fixture(scope="module")
-def tiny_test(tiny_city):
-    return read_vpr_folder(tiny_city)["test"]
-
-
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    return build_model(ModelConfig(trunk="mobilenet_v2", pretrained=False, num_clusters=8))
 
 
 @pytest.fixture(scope="module")
