@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import streamlit as st
 
+from viz_app.serve import server_threads
+
+server_threads()  # also under a bare `streamlit run app.py` (make app's viz_app.serve does it first)
 st.set_page_config(page_title="SFRS Studio", layout="wide")
 
 PAGES = [

@@ -13,6 +13,13 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_RUN_DIRS = ("assets/demo", "runs")
+RUN_DIRS_ENV = "SFRS_STUDIO_RUN_DIRS"  # the app's run folders, separated by os.pathsep
+
+
+def app_run_dirs() -> tuple[str, ...]:
+    """The folders the app finds runs in: ``$SFRS_STUDIO_RUN_DIRS`` or :data:`DEFAULT_RUN_DIRS`."""
+    env = os.environ.get(RUN_DIRS_ENV)
+    return tuple(p for p in env.split(os.pathsep) if p) if env else DEFAULT_RUN_DIRS
 
 
 @dataclass
@@ -150,6 +157,32 @@ def open_run(path_or_name: str | os.PathLike, dirs: tuple[str, ...] = DEFAULT_RU
         if (Path(d) / str(path_or_name) / "config.json").is_file():
             return Run(Path(d) / str(path_or_name))
     raise FileNotFoundError(f"no run {str(path_or_name)!r}: not a run folder, and not found in {', '.join(dirs)}")
+
+
+def files_stamp(path: str | os.PathLike) -> tuple:
+    """Names, sizes and times of the files of a run folder and its ``results/``: what its health
+    check (:meth:`Run.problem`) reads, so a changed file means checking again."""
+    path = Path(path)
+    folders = [p for p in (path, path / "results") if p.is_dir()]
+    return tuple((f.name, f.stat().st_size, f.stat().st_mtime) for d in folders for f in sorted(d.iterdir())
+                 if f.is_file())
+
+
+_PROBLEMS: dict[str, tuple[tuple, str | None]] = {}  # run folder -> (files_stamp, problem)
+
+
+def run_problem(path: str | os.PathLike) -> str | None:
+    """:meth:`Run.problem` of the run at ``path``, remembered in this process until one of the
+    run's files changes (checking means hashing or loading every checkpoint and results file:
+    a server checks its runs once, e.g. before its first visitor)."""
+    key = str(Path(path).resolve())
+    stamp = files_stamp(path)
+    known = _PROBLEMS.get(key)
+    if known is not None and known[0] == stamp:
+        return known[1]
+    problem = Run(Path(path)).problem()
+    _PROBLEMS[key] = (stamp, problem)
+    return problem
 
 
 def discover_runs(dirs: tuple[str, ...] = DEFAULT_RUN_DIRS) -> list[Run]:

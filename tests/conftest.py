@@ -1,9 +1,14 @@
 """Shared fixtures: one tiny SynthCity rendered per test session."""
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# the app's disk caches (figures) of the tests' runs go to a folder of their own, not the checkout's
+os.environ.setdefault("SFRS_STUDIO_CACHE", tempfile.mkdtemp(prefix="sfrs-studio-test-cache-"))
 
 from sfrs_core.data.synthcity import generate, preset
 
@@ -52,3 +57,14 @@ def model():
 
     torch.manual_seed(0)
     return build_model(ModelConfig(trunk="mobilenet_v2", pretrained=False, num_clusters=8))
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads():
+    """A test that runs ``app.py`` in this process sets the server's one torch thread
+    (:func:`viz_app.serve.server_threads`); the tests after it keep torch's own count."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)  # for this thread and the threads started from now on

@@ -46,8 +46,19 @@ def test_retrieval_page_shows_both_models_and_filters(app_env):
 
 
 def test_every_page_is_reachable_through_the_navigation(app_env):
+    import threading
+
+    import torch
+
+    from viz_app.serve import TORCH_THREADS
+
     at = run_page("app.py")
     assert at.title[0].value == "SFRS Studio"
+    seen = []  # what a new script thread of the server gets (the setting is per thread in OpenMP)
+    thread = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    thread.start()
+    thread.join()
+    assert seen == [TORCH_THREADS]  # the server's one torch thread (viz_app.serve)
     for page in ("retrieval", "heatmaps", "soft_labels"):
         at.switch_page(f"app_pages/{page}.py").run()
         assert not at.exception, (page, [e.value for e in at.exception])
@@ -94,7 +105,7 @@ def test_soft_labels_page_shows_snapshots_entropy_and_training_curves(app_env):
     assert means == [f"{s.entropy.mean():.2f}" for s in snaps]  # mean entropy per generation
     at.select_slider(key="sl_gen").set_value(snaps[0].generation).run()
     assert not at.exception
-    finals = at.dataframe[0].value
+    finals = at.table[0].value
     test_last = finals[(finals["split"] == "test") & (finals["generation"] == 1)]
     assert float(test_last["R@1"].iloc[0]) == pytest.approx(
         100 * open_run(app_env / "tiny-sfrs").recall("test", 1)[1], abs=0.05)

@@ -12,7 +12,6 @@ import piexif
 import pytest
 import utm
 from PIL import Image
-from streamlit.testing.v1 import AppTest
 
 from sfrs_core.cli import main
 from sfrs_core.data import load_dataset

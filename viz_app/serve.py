@@ -21,7 +21,7 @@ PRELOAD = (
     "folium", "pytorch_grad_cam", "sfrs_core.explain.heatmaps", "sfrs_core.explain.figure_set",
     "sfrs_core.figures.interactive", "sfrs_core.retrieval.localize", "sfrs_core.data.photo", "sfrs_core.prepare",
     "sfrs_core.training.background", "sfrs_core.explain.pair_cache", "sfrs_core.explain.positives",
-    "sfrs_core.data.synthcity.basemap",
+    "sfrs_core.data.synthcity.basemap", "sfrs_core.data.loaders",
 )
 
 
@@ -30,12 +30,10 @@ def preload() -> None:
     for name in PRELOAD:
         importlib.import_module(name)
     assert "streamlit" not in sys.modules, "a preloaded module imported streamlit too early"
-    # the libraries' objects live as long as the server: out of the collector's sight, Python's
-    # automatic full collections (the app runs without Streamlit's one per rerun) stay short
-    gc.freeze()
 
 
 M_ARENA_MAX = -8  # glibc's mallopt parameter
+TORCH_THREADS = 1  # torch's intra-op threads in the server (see server_threads)
 
 
 def limit_malloc_arenas(arenas: int = 2) -> None:
@@ -49,13 +47,64 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
         ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt(M_ARENA_MAX, arenas)
 
 
+def server_threads() -> None:
+    """One torch thread per forward pass in the server. Every visitor's script runs in its own
+    thread and the app's model work is small (a few 320×240 images): two OpenMP threads were no
+    faster than one on an idle machine (soft labels of 5 positives: 0.25 s either way; an upload
+    query 0.16-0.22 s either way), and twice as slow as one while the other core was busy (0.64
+    against 0.32 s: OpenMP's threads spin waiting for each other), which is every moment the
+    browser, the figure worker, a training or another visitor runs. Trainings and set-up jobs are
+    processes of their own and keep every core."""
+    import torch
+
+    if torch.get_num_threads() != TORCH_THREADS:
+        torch.set_num_threads(TORCH_THREADS)
+
+
+def warm_caches() -> None:
+    """Check the app's runs and read their datasets before the first visitor: every page's
+    sidebar needs both, and on the first visit they were a third of a page's server time. The
+    results stay in this process (:func:`sfrs_core.runs.run_problem`,
+    :func:`sfrs_core.data.shared_dataset`), where the pages find them."""
+    from sfrs_core.data import shared_dataset
+    from sfrs_core.runs import app_run_dirs, discover_runs, run_problem
+
+    datasets = set()
+    for run in discover_runs(app_run_dirs()):
+        with contextlib.suppress(Exception):  # anything wrong is the page's to report
+            if run.generations and run_problem(run.path) is None:
+                datasets.add(run.data)
+    for data in sorted(datasets):
+        with contextlib.suppress(Exception):  # e.g. SynthCity not rendered yet: the Overview offers to
+            shared_dataset(data)
+
+
+def skip_direct_run_check() -> None:
+    """Streamlit looks, on the first element a process draws, whether it runs in a REPL rather
+    than under ``streamlit run`` (to print a hint): ``inspect.stack()``, 0.1-0.15 s of the first
+    visitor's page. This process is ``streamlit run``; the check is skipped (a no-op if the
+    private flag is gone from a later Streamlit)."""
+    from streamlit import delta_generator
+
+    if hasattr(delta_generator, "_use_warning_has_been_displayed"):
+        delta_generator._use_warning_has_been_displayed = True
+
+
 def main(argv: list[str] | None = None) -> int:
     limit_malloc_arenas()
     preload()
+    server_threads()
     from viz_app import figure_pool  # no Streamlit in it
 
     figure_pool.start()  # the figure worker process imports matplotlib while the server starts
+    warm_caches()
+    # the libraries' objects and the runs' datasets live as long as the server: out of the
+    # collector's sight, Python's automatic full collections (the app runs without Streamlit's
+    # one per rerun) stay short
+    gc.freeze()
     from streamlit.web import cli
+
+    skip_direct_run_check()
 
     sys.argv = ["streamlit", "run", str(APP), *(sys.argv[1:] if argv is None else argv)]
     return cli.main()

@@ -6,20 +6,19 @@ recomputes it.
 """
 from __future__ import annotations
 
-import os
 import zlib
 from pathlib import Path
 from dataclasses import dataclass
 
 import streamlit as st
 
-from sfrs_core.data import DatasetError, load_dataset
-from sfrs_core.runs import DEFAULT_RUN_DIRS, Run, discover_runs, open_run
+from sfrs_core.data import DatasetError, shared_dataset
+from sfrs_core.runs import Run, app_run_dirs, discover_runs, open_run, run_problem
 
 
 def run_dirs() -> tuple[str, ...]:
-    env = os.environ.get("SFRS_STUDIO_RUN_DIRS")
-    return tuple(p for p in env.split(os.pathsep) if p) if env else DEFAULT_RUN_DIRS
+    """The run folders (:func:`sfrs_core.runs.app_run_dirs`)."""
+    return app_run_dirs()
 
 
 @st.cache_resource(show_spinner=False)
@@ -27,23 +26,12 @@ def _run(path: str) -> Run:
     return open_run(path)
 
 
-@st.cache_data(show_spinner=False)
-def _problem(path: str, stamp: tuple) -> str | None:
-    return open_run(path).problem()
-
-
-def _stamp(path: Path) -> tuple:
-    """Names, sizes and times of a run's files: a changed file re-checks the run."""
-    files = [p for p in (path, path / "results") if p.is_dir()]
-    return tuple((f.name, f.stat().st_size, f.stat().st_mtime) for d in files for f in sorted(d.iterdir()) if f.is_file())
-
-
 def _checked_runs() -> tuple[list[Run], list[tuple[Run, str]]]:
     good, broken = [], []
     for r in discover_runs(run_dirs()):
         if not r.generations:
             continue
-        problem = _problem(str(r.path), _stamp(r.path))
+        problem = run_problem(r.path)  # remembered until one of the run's files changes
         if problem is None:
             good.append(_run(str(r.path)))
         else:
@@ -64,7 +52,8 @@ def broken_runs() -> list[tuple[Run, str]]:
 
 @st.cache_resource(show_spinner="Reading the dataset…")
 def dataset(path: str):
-    return load_dataset(path)
+    """The dataset at ``path``, read once per server (:func:`sfrs_core.data.shared_dataset`)."""
+    return shared_dataset(path)
 
 
 @st.cache_data(show_spinner=False)
@@ -81,10 +70,10 @@ def model(run_path: str, generation: int):
 @st.cache_data(show_spinner=False)
 def feature_size(run_path: str, generation: int, image_hw: tuple[int, int]) -> tuple[int, int]:
     """The trunk's feature-map size for an image of ``image_hw`` (one forward pass, once per model
-    and size; :func:`sfrs_core.explain.soft_labels.feature_size`)."""
-    from sfrs_core.explain.soft_labels import feature_size as measure
+    and size, kept in the run's cache: :func:`sfrs_core.explain.soft_labels.cached_feature_size`)."""
+    from sfrs_core.explain.soft_labels import cached_feature_size
 
-    return measure(model(run_path, generation), tuple(image_hw))
+    return cached_feature_size(run_path, generation, tuple(image_hw), lambda: model(run_path, generation))
 
 
 @st.cache_resource(show_spinner="Indexing the database (once; `make app` does this ahead)…")
@@ -253,14 +242,13 @@ def positive_miner(run: Run, generation: int, split: str):
 @st.cache_data(show_spinner="Soft labels of the picked positives…", max_entries=64)
 def picked_soft_labels(run_path: str, generation: int, split: str, query: int, picked: tuple[int, ...],
                        temperature: float):
-    """:func:`sfrs_core.explain.positives.picked_soft_labels` of a run's generation, (len(picked), 9)."""
-    import numpy as np
-
-    from sfrs_core.explain.positives import picked_soft_labels as compute
+    """:func:`sfrs_core.explain.positives.picked_soft_labels` of a run's generation, (len(picked), 9),
+    kept on disk in the run's cache (so a restarted server has them at once)."""
+    from sfrs_core.explain.positives import cached_picked_soft_labels
 
     run = _run(run_path)
-    return compute(model(run_path, generation), dataset(run.data)[split], query, np.asarray(picked, dtype=np.int64),
-                   temperature, run.image_size())
+    return cached_picked_soft_labels(run, generation, dataset(run.data)[split], query, picked, temperature,
+                                     lambda: model(run_path, generation))
 
 
 @st.cache_data(show_spinner=False)
