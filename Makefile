@@ -66,6 +66,7 @@ demo-models: $(VENV)/.installed $(DEMO_DATA)/synthcity.json
 # Database indexes and attention summaries of the shipped runs (once, a few minutes; then instant).
 prepare: $(VENV)/.installed $(DEMO_DATA)/synthcity.json
 	$(PY) -m sfrs_core prepare
+	$(PY) -m viz_app.warm
 
 app: prepare
 	$(PY) -m viz_app.serve

@@ -146,4 +146,4 @@ else:
     table = pd.DataFrame(final_recalls(log))
     if not table.empty:
         st.markdown("Recall (%) at the end of each generation")
-        st.dataframe(table, hide_index=True, width="stretch")
+        st.table(table, hide_index=True)  # a static table: no interactive grid to load for 3 rows

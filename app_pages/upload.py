@@ -100,7 +100,7 @@ cached_figure(("upload_grid", *key), partial(
     row_labels=kinds, group_size=2, title=f"{photo.name}: top-{k}",
     captions=[[f"s {m.similarity:.3f}" + (f", {format_distance(err)}" if err is not None else "")
                for m, err in zip(loc.matches, loc.errors_m)] for loc in found],
-), "upload_topk", "upload_grid")
+), "upload_topk", "upload_grid", persist=False)  # a visitor's photo stays off the disk
 
 st.subheader("On the map")
 colors = color_map(labels)
@@ -139,6 +139,6 @@ cached_figure(("upload_gradcam", *key), partial(
     match_captions=[[format_distance(err) if err is not None else "distance unknown"]],
     match_correct=[[None if err is None else err <= CORRECT_RADIUS_M]],
     title=f"Grad-CAM, {labels[1]}",
-), "upload_gradcam", "upload_heat")
+), "upload_gradcam", "upload_heat", persist=False)
 st.caption("Grad-CAM of the similarity between the photo and the compared model's top-1 match: warm colours "
            "mark the regions that raise it (on the photo, towards the match; on the match, towards the photo).")

@@ -10,7 +10,9 @@
   page opens on) are cached too (:mod:`.explain.pair_cache`).
 - The last generation of each SFRS run gets every validation query's mined positives (the
   descriptors of the whole split, then the trainer's re-ranked mining, :mod:`.explain.positives`)
-  for the Soft labels and Map pages.
+  for the Soft labels and Map pages, and the soft labels of its first snapshot query's picked
+  positives (what the Soft labels page opens on).
+- A SynthCity dataset gets its map layers (streets, buildings, shops) written beside it.
 
 ``make app`` runs :func:`prepare` first; everything is rebuilt when a checkpoint is newer.
 """
@@ -107,6 +109,7 @@ def prepare(dirs: tuple[str, ...] = DEFAULT_RUN_DIRS, splits: tuple[str, ...] = 
     picked in the sidebar. ``on_progress`` (see :data:`ProgressCallback`) is told before and
     after each model, e.g. to move the app's progress bar.
     """
+    from .data.synthcity.basemap import load_basemap
     from .seeds import experiment_key
 
     indexes, attention, positives = [], [], []
@@ -119,6 +122,8 @@ def prepare(dirs: tuple[str, ...] = DEFAULT_RUN_DIRS, splits: tuple[str, ...] = 
     for run in finished if all_seeds else [r for r in finished if r.seed == lowest[experiment_key(r)]]:
         if run.data not in datasets:
             datasets[run.data] = load_dataset(run.data)
+            for name in datasets[run.data].splits:  # SynthCity's map layers, kept beside it (no-op elsewhere)
+                load_basemap(run.data, name)
         ds = datasets[run.data]
         for s in (s for s in splits if s in ds.splits):
             indexes += [(run, g, ds[s]) for g in run.generations]
@@ -165,11 +170,14 @@ def _first_pair(run: Run, generation: int, split: PlaceSplit, method: str) -> Pa
 def prepared_positives(run: Run, generation: int, split: PlaceSplit, *,
                        on_progress: Callable[[int, int], None] | None = None) -> Path:
     """Every query's mined positives of a generation on ``split`` (what the Soft labels and Map
-    pages draw, :mod:`.explain.positives`): the split described once, then mined; cached."""
-    from .explain.positives import describe_split, descriptor_file, mined_positives, mining_file
+    pages draw, :mod:`.explain.positives`): the split described once, then mined; cached, with
+    the soft labels of the first snapshot query's picked positives (the Soft labels page's first view)."""
+    from .explain.positives import (describe_split, descriptor_file, mined_positives, mining_file,
+                                    prepare_first_soft_labels)
 
     if mined_positives(run, generation, split) is None:
         describe_split(run.model(generation), split, run.image_size(), descriptor_file(run, generation, split.name),
                        on_progress)
         mined_positives(run, generation, split)
+    prepare_first_soft_labels(run, generation, split)
     return mining_file(run, generation, split.name)

@@ -122,6 +122,24 @@ def test_load_basemap_reads_a_rendered_city_and_refuses_other_folders(tiny_city,
     assert load_basemap(tiny_city, "nope") is None
 
 
+def test_the_layers_are_kept_beside_the_dataset_for_the_next_process(tiny_city, monkeypatch):
+    from sfrs_core.data.synthcity import basemap
+
+    built = load_basemap(tiny_city, "test")
+    path = basemap.basemap_file(tiny_city, "test")
+    assert path.is_file()
+    basemap._cached_basemap.cache_clear()  # as a new process
+    monkeypatch.setattr(basemap, "_cached_city", lambda *a: pytest.fail("the city was built again"))
+    assert load_basemap(tiny_city, "test") == built  # read from the file, equal to the built layers
+    # a file of another config or code, or a broken one, is rebuilt and rewritten
+    monkeypatch.undo()
+    for content in ('{"stamp": "other", "roads": {}, "buildings": {}, "shops": []}', "{ broken"):
+        path.write_text(content)
+        basemap._cached_basemap.cache_clear()
+        assert load_basemap(tiny_city, "test") == built
+        assert json.loads(path.read_text())["buildings"] == built.buildings
+
+
 def test_offline_map_draws_the_city_with_nothing_online(tiny_model):
     cfg, city, layers = tiny_model
     m = retrieval_map(np.array([[40.4406, -79.9959]]), [], query_latlon=(40.4406, -79.9959), basemap=layers)

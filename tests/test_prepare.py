@@ -98,3 +98,70 @@ def test_prepare_caches_the_heatmaps_the_heatmaps_page_opens_on(tiny_runs, prepa
         match = int(run.results("test", g).ids[0, 0])
         assert pair_file(run.path, g, "test", 0, match, "gradcam") in prepared
         assert pair_file(run.path, g, "test", 0, match, "gradcam").is_file()
+
+
+def test_prepare_keeps_the_soft_labels_the_soft_labels_page_opens_on(tiny_runs, prepared):
+    """The first snapshot query's picked soft labels are on disk after prepare, equal to a direct
+    computation, and recomputed when the checkpoint is newer or other positives are asked for."""
+    from sfrs_core.explain.positives import cached_picked_soft_labels, mined_positives, picked_file, picked_soft_labels
+
+    run = open_run(tiny_runs / "tiny-sfrs")
+    g = run.last_generation
+    split = load_dataset(run.data)["val"]
+    snap = next(s for s in run.soft_labels() if s.generation == g)
+    mined = mined_positives(run, g, split).mine(int(snap.queries[0]))
+    assert len(mined.picked), "the tiny run's first snapshot query picks no positive: the test needs one"
+    path = picked_file(run, g, "val", mined.query)
+    assert path.is_file()
+    model = run.model(g).eval()
+    direct = picked_soft_labels(model, split, mined.query, mined.picked, snap.temperature, run.image_size())
+    calls = []
+
+    def get_model():
+        calls.append(1)
+        return model
+
+    kept = cached_picked_soft_labels(run, g, split, mined.query, mined.picked, snap.temperature, get_model)
+    np.testing.assert_allclose(kept, direct, rtol=1e-5, atol=1e-7)
+    assert calls == [] and kept.shape == (len(mined.picked), 9) and np.isclose(kept.sum(), 1.0)
+    # another temperature: the same kept similarities, another softmax
+    hotter = cached_picked_soft_labels(run, g, split, mined.query, mined.picked, 2 * snap.temperature, get_model)
+    assert calls == [] and hotter.max() < kept.max()
+    # other positives, or a checkpoint newer than the file: computed again
+    cached_picked_soft_labels(run, g, split, mined.query, mined.picked[:1], snap.temperature, get_model)
+    assert calls == [1]
+    cached_picked_soft_labels(run, g, split, mined.query, mined.picked, snap.temperature, get_model)
+    checkpoint = run.path / f"gen{g}.pt"
+    os.utime(path, (checkpoint.stat().st_mtime - 10,) * 2)
+    np.testing.assert_allclose(
+        cached_picked_soft_labels(run, g, split, mined.query, mined.picked, snap.temperature, get_model), direct,
+        rtol=1e-5, atol=1e-7)
+    assert calls == [1, 1, 1]
+
+
+def test_prepare_keeps_the_feature_map_size_the_soft_labels_page_draws_regions_on(tiny_runs, prepared):
+    from sfrs_core.explain.heatmap_core import load_rgb
+    from sfrs_core.explain.soft_labels import cached_feature_size, feature_size
+
+    run = open_run(tiny_runs / "tiny-sfrs")
+    g = run.last_generation
+    hw = load_rgb(load_dataset(run.data)["val"].queries.image_path(0), run.image_size()).shape[:2]
+    assert (run.path / "cache" / "feature_size.json").is_file()
+    model = run.model(g)
+    expected = feature_size(model, hw)
+    assert cached_feature_size(run.path, g, hw, lambda: pytest.fail("measured again")) == expected
+    checkpoint = run.path / f"gen{g}.pt"
+    before = checkpoint.stat()
+    os.utime(checkpoint)  # a newer checkpoint: measured again
+    try:
+        assert cached_feature_size(run.path, g, hw, lambda: model) == expected
+        assert cached_feature_size(run.path, g, hw, lambda: pytest.fail("measured again")) == expected
+    finally:
+        os.utime(checkpoint, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+def test_prepare_keeps_synthcity_map_layers_beside_the_dataset(tiny_runs, prepared):
+    from sfrs_core.data.synthcity.basemap import basemap_file
+
+    data = open_run(tiny_runs / "tiny-sfrs").data
+    assert all(basemap_file(data, s).is_file() for s in ("train", "val", "test"))

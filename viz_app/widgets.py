@@ -30,20 +30,24 @@ def figure_downloads(fig: FigureSource, stem: str, key: str) -> None:
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
-def _figure_bytes(key: tuple, _build: Callable[[], Figure]) -> bytes:
+def _figure_bytes(key: tuple, _build: Callable[[], Figure], persist: bool = True) -> bytes:
+    from viz_app.figure_cache import cached_bytes
     from viz_app.figure_pool import render
 
-    return render(_build)
+    return cached_bytes(key, lambda: render(_build)) if persist else render(_build)
 
 
-def cached_figure(key: tuple, build: Callable[[], Figure], stem: str, download_key: str | None = None) -> None:
+def cached_figure(key: tuple, build: Callable[[], Figure], stem: str, download_key: str | None = None,
+                  persist: bool = True) -> None:
     """Show the matplotlib figure ``build()`` draws, as st.pyplot would, from image bytes
     (:func:`sfrs_core.figures.screen_bytes`) cached under ``key`` (a tuple naming the figure and
-    every input it depends on): a rerun with the same inputs, by this visitor or another, draws
-    and encodes nothing. A ``functools.partial`` of a figure function is drawn in the figure
-    worker process (:mod:`viz_app.figure_pool`), off the server's GIL. With ``download_key``,
-    PNG/SVG/PDF buttons that build the figure only when clicked."""
-    st.image(_figure_bytes(key, build), width="stretch")
+    every input it depends on, files by the time they were written): a rerun with the same
+    inputs, by this visitor or another, draws and encodes nothing, and with ``persist`` (not for
+    a visitor's own photo) neither does a restarted server (:mod:`viz_app.figure_cache`). A
+    ``functools.partial`` of a figure function is drawn in the figure worker process
+    (:mod:`viz_app.figure_pool`), off the server's GIL. With ``download_key``, PNG/SVG/PDF
+    buttons that build the figure only when clicked."""
+    st.image(_figure_bytes(key, build, persist), width="stretch")
     if download_key is not None:
         figure_downloads(build, stem, key=download_key)
 

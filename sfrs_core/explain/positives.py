@@ -12,6 +12,9 @@ once per run, generation and split and kept in ``<run>/cache/descriptors_<split>
 the prepared indexes: re-extracted when the checkpoint is newer), and every query's outcome in
 ``<run>/cache/positives_<split>_gen<g>.npz`` (:class:`MiningTable`), so a page needs no
 re-ranking (``make prepare`` fills both for the SFRS runs: :func:`sfrs_core.prepare.prepare`).
+The region similarities behind a query's soft labels (a forward pass of the query and its picked
+positives) are kept per query in ``<run>/cache/picked/<split>_gen<g>_q<q>.npz``
+(:func:`cached_picked_soft_labels`; ``make prepare`` fills the first snapshot query's).
 
 A generation's model stands in for the one that mined: during training the student's
 descriptors are re-extracted every ``cache_size`` queries, so what it picked changed as it learnt;
@@ -22,6 +25,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +33,8 @@ import torch
 
 from ..data.dataset import PlaceSplit
 from ..data.transforms import ImageTransform
-from .soft_labels import region_similarity_matrix, softmax
+from .heatmap_core import load_rgb
+from .soft_labels import cached_feature_size, region_similarity_matrix, softmax
 from ..io import atomic_path
 from ..retrieval.extract import extract_descriptors
 from ..runs import Run
@@ -195,12 +200,66 @@ def mined_positives(run: Run, generation: int, split: PlaceSplit) -> MiningTable
     return table
 
 
+def picked_similarities(model: torch.nn.Module, split: PlaceSplit, query: int, picked: np.ndarray,
+                        image_size: tuple[int, int] | None) -> np.ndarray:
+    """The ``len(picked) × 9`` similarities of the query to the regions of the picked positives
+    (:func:`sfrs_core.explain.soft_labels.region_similarity_matrix`)."""
+    transform = ImageTransform(image_size, model.normalization)
+    q = transform(split.queries.image_path(query))
+    p = torch.stack([transform(split.database.image_path(int(i))) for i in picked])
+    return np.asarray(region_similarity_matrix(model, q, p), dtype=np.float32)
+
+
 def picked_soft_labels(model: torch.nn.Module, split: PlaceSplit, query: int, picked: np.ndarray, temperature: float,
                        image_size: tuple[int, int] | None) -> np.ndarray:
     """The soft labels the model, as a teacher at ``temperature``, gives the picked positives: the
     softmax over the ``len(picked) × 9`` similarities of the query to their regions
-    (:func:`sfrs_core.explain.soft_labels.region_similarity_matrix`), shape (len(picked), 9)."""
-    transform = ImageTransform(image_size, model.normalization)
-    q = transform(split.queries.image_path(query))
-    p = torch.stack([transform(split.database.image_path(int(i))) for i in picked])
-    return softmax(region_similarity_matrix(model, q, p)[None], temperature)[0]
+    (:func:`picked_similarities`), shape (len(picked), 9)."""
+    return softmax(picked_similarities(model, split, query, picked, image_size)[None], temperature)[0]
+
+
+def picked_file(run: Run, generation: int, split: str, query: int) -> Path:
+    """Where the region similarities of a query and its picked positives are kept."""
+    return run.path / "cache" / "picked" / f"{split}_gen{generation}_q{query}.npz"
+
+
+def cached_picked_soft_labels(run: Run, generation: int, split: PlaceSplit, query: int, picked: np.ndarray,
+                              temperature: float, get_model: Callable[[], torch.nn.Module]) -> np.ndarray:
+    """:func:`picked_soft_labels` of a run's generation, from the similarities kept on disk
+    (:func:`picked_file`) when they were computed for the same picked positives with this
+    checkpoint (not older than it); else computed with ``get_model()`` (only called then) and kept."""
+    picked = np.asarray(picked, dtype=np.int64)
+    path, checkpoint = picked_file(run, generation, split.name, query), run.path / f"gen{generation}.pt"
+    sims = None
+    try:
+        if path.stat().st_mtime >= checkpoint.stat().st_mtime:
+            with np.load(path) as z:
+                if np.array_equal(z["picked"], picked) and z["similarities"].shape == (len(picked), 9):
+                    sims = z["similarities"]
+    except (OSError, ValueError, KeyError):
+        sims = None
+    if sims is None:
+        sims = picked_similarities(get_model(), split, query, picked, run.image_size())
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+                np.savez(fh, picked=picked, similarities=sims)
+        except OSError:
+            pass  # a read-only run folder: computed again next time
+    return softmax(np.asarray(sims, dtype=np.float32)[None], temperature)[0]
+
+
+def prepare_first_soft_labels(run: Run, generation: int, split: PlaceSplit) -> Path | None:
+    """Keep the picked soft labels of the first query of the run's ``generation`` snapshot on
+    ``split`` (what the Soft labels page opens on) and the size of its feature map (the regions
+    drawn); None when there is nothing to keep."""
+    snap = next((s for s in run.soft_labels() if s.generation == generation and s.split == split.name), None)
+    table = mined_positives(run, generation, split)
+    mined = table.mine(int(snap.queries[0])) if snap is not None and len(snap.queries) and table else None
+    if mined is None or not len(mined.picked):
+        return None
+    model = lru_cache(maxsize=1)(lambda: run.model(generation).eval())
+    cached_picked_soft_labels(run, generation, split, mined.query, mined.picked, snap.temperature, model)
+    image_hw = load_rgb(split.queries.image_path(mined.query), run.image_size()).shape[:2]
+    cached_feature_size(run.path, run.last_generation, image_hw, model)  # the regions' grid
+    return picked_file(run, generation, split.name, mined.query)

@@ -9,6 +9,9 @@ gives as a teacher to generation g+1 on fixed validation queries (``soft_labels/
 """
 from __future__ import annotations
 
+import contextlib
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +20,7 @@ import torch
 
 from ..data.dataset import PlaceSplit
 from ..data.transforms import ImageTransform
+from ..io import atomic_write_json
 from ..losses import TAU0, region_similarities
 from ..models.model import NetVLADModel
 from ..models.regions import REGION_NAMES, region_boxes
@@ -120,6 +124,30 @@ def feature_size(model: NetVLADModel, image_hw: tuple[int, int]) -> tuple[int, i
     device = next(model.parameters()).device
     h, w = model.features(torch.zeros(1, 3, *image_hw, device=device)).shape[-2:]
     return int(h), int(w)
+
+
+def cached_feature_size(run_path: str | Path, generation: int, image_hw: tuple[int, int],
+                        get_model: Callable[[], NetVLADModel]) -> tuple[int, int]:
+    """:func:`feature_size` of a run's generation, kept in ``<run>/cache/feature_size.json`` (a
+    page that draws the regions then needs neither the checkpoint nor a forward pass); measured
+    with ``get_model()`` (only called then) when the file has no entry newer than the checkpoint."""
+    path = Path(run_path) / "cache" / "feature_size.json"
+    checkpoint = Path(run_path) / f"gen{generation}.pt"
+    key = f"gen{generation}_{image_hw[0]}x{image_hw[1]}"
+    try:
+        entries = json.loads(path.read_text())
+    except (OSError, ValueError):
+        entries = {}
+    entry = entries.get(key) if isinstance(entries, dict) else None
+    with contextlib.suppress(OSError, TypeError, ValueError, KeyError):
+        if entry["checkpoint_mtime"] == checkpoint.stat().st_mtime:
+            return int(entry["hw"][0]), int(entry["hw"][1])
+    hw = feature_size(get_model(), image_hw)
+    with contextlib.suppress(OSError):
+        entries = entries if isinstance(entries, dict) else {}
+        entries[key] = {"hw": list(hw), "checkpoint_mtime": checkpoint.stat().st_mtime}
+        atomic_write_json(path, entries)
+    return hw
 
 
 def image_region_boxes(image_hw: tuple[int, int], feature_hw: tuple[int, int]) -> list[tuple[int, int, int, int]]:
