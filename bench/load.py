@@ -9,7 +9,9 @@ most are new to the server), with a seeded think time between actions, and follo
 fragment (auto-reruns) as a browser does. A client draws nothing, so the server's work is what is
 measured: for every action, the time from the request to the script's end.
 
-Phases, on one server started as ``make app`` starts it (``python -m viz_app.serve``):
+Phases, on one server started as ``make app`` starts it (``python -m viz_app.serve``), with a
+figure cache of its own filled as ``make prepare`` fills it (``viz_app.warm``: each page's first
+view), so the figures of the visitors' picks are drawn during the test:
 1. **idle**: one visitor, nothing else running: each action's median time (its idle time);
 2. **load**: a demo training started in the background exactly as the Train page starts it
    (``start_training``), then ``--sessions`` visitors for ``--minutes`` minutes.
@@ -431,9 +433,15 @@ def run_load_test(sessions: int = 20, minutes: float = 2.0, think: tuple[float, 
     all checks hold)."""
     from sfrs_core.training.background import job_status, start_training, stop_training, wait_for
 
+    import subprocess
+
     pics = photos(data)
     with tempfile.TemporaryDirectory(prefix="sfrs-load-") as tmp:
-        env = {"SFRS_STUDIO_RUN_DIRS": os.pathsep.join([str(runs), tmp])}
+        # a figure cache of its own, filled as `make prepare` fills it (each page's first view):
+        # the figures of the visitors' picks are drawn during the test, not found from an earlier run
+        env = {"SFRS_STUDIO_RUN_DIRS": os.pathsep.join([str(runs), tmp]), "SFRS_STUDIO_CACHE": str(Path(tmp) / "cache")}
+        subprocess.run([sys.executable, "-m", "viz_app.warm"], cwd=ROOT, env={**os.environ, **env}, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         with app_server(env) as (url, proc):
             idle = {a: statistics.median(t) for a, t in asyncio.run(idle_times(url, pics, repeats)).items()}
             before = tree_rss_mb(proc.pid)
