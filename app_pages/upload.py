@@ -113,7 +113,7 @@ show_map(lambda: retrieval_map(
     split.database.latlon, pin_sets, query_latlon=photo.gps, query_image=photo.rgb, query_label="Your photo",
     database_heading=split.database.heading, fov_deg=city.fov_deg if city is not None else DEFAULT_FOV_DEG,
     basemap=load_basemap(sel.data, sel.split), tiles=tiles,
-), key=("upload", *key, tiles))
+), key=("upload", *key, tiles), persist=False)  # the photo is in the map's popup
 st.caption("Round badges: the baseline's matches; square badges: the compared model's; the number is the rank. "
            + (f":green[**Green**]: within {CORRECT_RADIUS_M:g} m of the photo's GPS, :red[**red**]: farther; "
               f"dashed: the {CORRECT_RADIUS_M:g} m circle around it." if photo.gps else

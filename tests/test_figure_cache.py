@@ -69,3 +69,17 @@ def test_an_unwritable_cache_still_gives_the_figure(tmp_path, monkeypatch):
     blocker.write_text("not a folder")
     monkeypatch.setenv(figure_cache.CACHE_ENV, str(blocker))
     assert figure_cache.cached_bytes(("f",), lambda: b"drawn") == b"drawn"
+
+
+def test_a_map_is_kept_on_disk_unless_it_shows_a_visitors_photo(cache):
+    from viz_app.map import map_html, offline_map
+
+    def build():
+        return offline_map((40.4406, -79.9959))
+
+    html = map_html(("test-map", "kept"), build)
+    assert "leaflet" in html.lower()
+    assert figure_cache.figure_file(("map", "test-map", "kept")).read_bytes().decode() == html
+    map_html(("test-map", "upload"), build, persist=False)
+    assert not figure_cache.figure_file(("map", "test-map", "upload")).exists()
+    assert len(list(cache.glob("*.img"))) == 1

@@ -85,6 +85,14 @@ def is_rendered(data: str | os.PathLike) -> bool:
     return is_complete(data)
 
 
+def setup_needed(data: str) -> bool:
+    """Whether the app must set ``data`` up before showing it: it is the app's own SynthCity folder and
+    it is not rendered yet, or a set-up job is still at work on it."""
+    if not is_default_synthcity(data):
+        return False
+    return not is_rendered(data) or bootstrap_status(state_dir(data)).alive
+
+
 @dataclass(frozen=True)
 class BootstrapStatus:
     """The set-up job as its files tell it (see the module docstring)."""

@@ -13,19 +13,11 @@ from collections.abc import Iterable
 
 import streamlit as st
 
-from viz_app.bootstrap import (DEFAULT_PRESET, STAGE_TITLES, BootstrapStatus, bootstrap_status, is_default_synthcity, is_rendered,
-                               start_bootstrap, state_dir, synth_preset)
+from viz_app.bootstrap import (DEFAULT_PRESET, STAGE_TITLES, BootstrapStatus, bootstrap_status, is_default_synthcity,
+                               is_rendered, setup_needed, start_bootstrap, state_dir, synth_preset)
 
 REFRESH_S = 1.0  # seconds between two looks at a running job
 START_LABEL = "Render SynthCity and prepare the runs"
-
-
-def setup_needed(data: str) -> bool:
-    """Whether the app must set ``data`` up before showing it: it is the app's own SynthCity folder and
-    it is not rendered yet, or a set-up job is still at work on it."""
-    if not is_default_synthcity(data):
-        return False
-    return not is_rendered(data) or bootstrap_status(state_dir(data)).alive
 
 
 def setup_target(datasets: Iterable[str]) -> str | None:

@@ -1,13 +1,15 @@
-"""Page figures kept on disk, so a restarted server shows them without drawing them again.
+"""Page figures and maps kept on disk, so a restarted server shows them without drawing them again.
 
 A figure of a run (its training curves, a query's soft labels, a retrieval grid) costs 0.2-0.4 s
-of matplotlib on 2 cores, several times that while the browser and other visitors share the
-cores, and on a page's first visit it was most of the page's paint. Its bytes depend only on the
-figure's cache key (a tuple naming the figure and every input it depends on, with the times its
-files were written) and on the drawing code, so they are kept in :func:`cache_dir` under a hash of
-both: a change of the figure code (``sfrs_core/figures``, ``sfrs_core/explain``) or of matplotlib
-is a new name, never a stale picture. Writes are atomic; at most :data:`MAX_FILES` figures are
-kept (the least recently written go first). Nothing here imports Streamlit.
+of matplotlib on 2 cores, a map 0.1-0.4 s of folium, several times that while the browser and
+other visitors share the cores, and on a page's first visit they were most of the page's paint.
+Their bytes depend only on the cache key (a tuple naming the figure or map and every input it
+depends on, with the times its files were written) and on the drawing code, so they are kept in
+:func:`cache_dir` under a hash of both: a change of the drawing code (``sfrs_core/figures``,
+``sfrs_core/explain``, ``viz_app/map.py``) or of matplotlib or folium is a new name, never a
+stale picture. Writes are atomic; at most :data:`MAX_FILES` files are kept (the least recently
+written go first). A visitor's own photo is never written (callers pass ``persist=False``).
+Nothing here imports Streamlit.
 """
 from __future__ import annotations
 
@@ -23,22 +25,22 @@ from sfrs_core.io import atomic_write_bytes
 ROOT = Path(__file__).resolve().parents[1]
 CACHE_ENV = "SFRS_STUDIO_CACHE"  # the app's disk cache folder (default: .cache/ in the checkout)
 MAX_FILES = 1000  # about 100 MB of figures
-_CODE = ("sfrs_core/figures", "sfrs_core/explain")  # what draws the figures
+_CODE = ("sfrs_core/figures/*.py", "sfrs_core/explain/*.py", "viz_app/map.py")  # what draws them
 
 
 def cache_dir() -> Path:
-    """Where the figures are kept: ``$SFRS_STUDIO_CACHE/figures`` or ``.cache/figures`` in the checkout."""
+    """Where they are kept: ``$SFRS_STUDIO_CACHE/figures`` or ``.cache/figures`` in the checkout."""
     return Path(os.environ.get(CACHE_ENV) or ROOT / ".cache") / "figures"
 
 
 @lru_cache(maxsize=1)
 def code_version() -> str:
-    """A hash of the figure-drawing sources and the matplotlib version."""
-    import matplotlib
+    """A hash of the drawing sources and of the matplotlib and folium versions."""
+    from importlib.metadata import version
 
-    digest = hashlib.sha256(matplotlib.__version__.encode())
-    for folder in _CODE:
-        for path in sorted((ROOT / folder).glob("*.py")):
+    digest = hashlib.sha256(f"{version('matplotlib')}|{version('folium')}".encode())
+    for pattern in _CODE:
+        for path in sorted(ROOT.glob(pattern)):
             digest.update(path.name.encode() + path.read_bytes())
     return digest.hexdigest()[:16]
 

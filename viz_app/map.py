@@ -557,12 +557,19 @@ def positives_map(
 
 
 @st.cache_resource(show_spinner=False, max_entries=64)
-def map_html(key: tuple, _build: Callable[[], folium.Map]) -> str:
-    """The HTML page of the map ``_build()`` makes, rendered once per ``key`` (shared by visitors)."""
-    return _build().get_root().render()
+def map_html(key: tuple, _build: Callable[[], folium.Map], persist: bool = True) -> str:
+    """The HTML page of the map ``_build()`` makes, rendered once per ``key`` (shared by visitors)
+    and, with ``persist``, kept on disk for the next server (:mod:`viz_app.figure_cache`)."""
+    from viz_app.figure_cache import cached_bytes
+
+    def render() -> bytes:
+        return _build().get_root().render().encode()
+
+    return (cached_bytes(("map", *key), render) if persist else render()).decode()
 
 
-def show_map(build: Callable[[], folium.Map], key: tuple, height: int = 520) -> None:
+def show_map(build: Callable[[], folium.Map], key: tuple, height: int = 520, persist: bool = True) -> None:
     """Show the map ``build()`` makes: ``key`` names it and every input it depends on (a rerun with
-    the same key builds and renders nothing). Nothing is read back from the map."""
-    st.iframe(map_html(key, build), height=height, alt="Map")
+    the same key builds and renders nothing; ``persist``: not for a visitor's own photo, kept on
+    disk). Nothing is read back from the map."""
+    st.iframe(map_html(key, build, persist), height=height, alt="Map")

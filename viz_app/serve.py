@@ -9,6 +9,8 @@ import contextlib
 import gc
 import importlib
 import sys
+import threading
+import time
 from pathlib import Path
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
@@ -31,6 +33,10 @@ def preload() -> None:
         importlib.import_module(name)
     assert "streamlit" not in sys.modules, "a preloaded module imported streamlit too early"
 
+
+# The app's own modules: they import Streamlit, so they come once the server is up (see import_app_modules)
+APP_MODULES = ("viz_app.state", "viz_app.map", "viz_app.widgets", "viz_app.positives", "viz_app.jobs",
+               "viz_app.bootstrap_panel", "viz_app.train_panel")
 
 M_ARENA_MAX = -8  # glibc's mallopt parameter
 TORCH_THREADS = 1  # torch's intra-op threads in the server (see server_threads)
@@ -68,6 +74,7 @@ def warm_caches() -> None:
     :func:`sfrs_core.data.shared_dataset`), where the pages find them."""
     from sfrs_core.data import shared_dataset
     from sfrs_core.runs import app_run_dirs, discover_runs, run_problem
+    from viz_app.bootstrap import setup_needed  # no Streamlit in it
 
     datasets = set()
     for run in discover_runs(app_run_dirs()):
@@ -75,8 +82,10 @@ def warm_caches() -> None:
             if run.generations and run_problem(run.path) is None:
                 datasets.add(run.data)
     for data in sorted(datasets):
-        with contextlib.suppress(Exception):  # e.g. SynthCity not rendered yet: the Overview offers to
-            shared_dataset(data)
+        # not a SynthCity still being rendered (the Overview sets it up): it would stay half-read
+        with contextlib.suppress(Exception):
+            if not setup_needed(data):
+                shared_dataset(data)
 
 
 def skip_direct_run_check() -> None:
@@ -88,6 +97,26 @@ def skip_direct_run_check() -> None:
 
     if hasattr(delta_generator, "_use_warning_has_been_displayed"):
         delta_generator._use_warning_has_been_displayed = True
+
+
+def import_app_modules(timeout_s: float = 120.0) -> threading.Thread:
+    """Import :data:`APP_MODULES` in a background thread as soon as Streamlit's runtime exists
+    (imported before, they lose the app's navigation; imported by the first page, they were
+    0.15-0.2 s of its paint). A visitor's page that needs one meanwhile waits on Python's import
+    lock for the same import, never does it twice."""
+    def run() -> None:
+        from streamlit import runtime
+
+        deadline = time.monotonic() + timeout_s
+        while not runtime.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for name in APP_MODULES:
+            with contextlib.suppress(Exception):  # the page that imports it reports the error
+                importlib.import_module(name)
+
+    thread = threading.Thread(target=run, daemon=True, name="import-app-modules")
+    thread.start()
+    return thread
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     from streamlit.web import cli
 
     skip_direct_run_check()
+    import_app_modules()
 
     sys.argv = ["streamlit", "run", str(APP), *(sys.argv[1:] if argv is None else argv)]
     return cli.main()

@@ -179,7 +179,8 @@ def _choices(setup: bool = False) -> Selection | None:
     datasets = sorted({r.data for r in all_runs})
     data = _sticky_select("Dataset", datasets, "dataset")
     options = [r for r in all_runs if r.data == data]
-    from viz_app.bootstrap_panel import setup_needed, setup_notice
+    from viz_app.bootstrap import setup_needed
+    from viz_app.bootstrap_panel import setup_notice
 
     if setup_needed(data):
         if not setup:
