@@ -208,7 +208,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     model, _ = load_model(args.checkpoint, device=_device(args.device))
     res = evaluate(model, ds[args.split], image_size=size, k=args.k, dedupe=args.dedupe, protocol=protocol,
                    batch_size=args.batch_size, progress=not args.quiet, run=str(args.checkpoint), dataset_root=ds.root,
-                   index_kind=args.kind, store=args.store, store_dtype=args.store_dtype)
+                   index_kind=_index_config(args), store=args.store, store_dtype=args.store_dtype)
     how = f" [protocol {protocol}: queries' shorter edge {max(size)}, database {size[0]}x{size[1]}, " \
           f"NMS over the top {res.meta['nms_window']}]" if protocol == "tokyo247" else ""
     print(f"{args.checkpoint} on {ds.name}/{args.split}{how}: "
@@ -238,6 +238,36 @@ def _add_scale_arguments(p: argparse.ArgumentParser) -> None:
                         "after an interruption, refused if made by another model or dataset); for large databases")
     p.add_argument("--store-dtype", default="float32", choices=["float32", "float16"],
                    help="descriptor store precision (float16: half the disk, ~1e-3 error)")
+    tune = p.add_argument_group("index settings (recall versus speed; defaults from the database size, see "
+                                "sfrs_core.retrieval.index)")
+    tune.add_argument("--nlist", type=int, help="ivfpq: inverted lists (default sqrt(N)·4)")
+    tune.add_argument("--nprobe", type=int, help="ivfpq: lists searched per query (more: higher recall, slower)")
+    tune.add_argument("--pq-m", type=int, help="ivfpq: sub-quantizers, bytes a vector (default dim/64)")
+    tune.add_argument("--hnsw-m", type=int, help="hnsw: links per node (default 32)")
+    tune.add_argument("--ef-construction", type=int, help="hnsw: build breadth (default 40)")
+    tune.add_argument("--ef-search", type=int, help="hnsw: search breadth (default 128; more: higher recall, slower)")
+    tune.add_argument("--hnsw-storage", choices=["flat", "sq8"], help="hnsw: full vectors or 8-bit (4x less memory)")
+    tune.add_argument("--rerank", type=int, help="evaluate with ivfpq/hnsw: re-rank each query's top R exactly")
+
+
+_TUNING = {"nlist": ("nlist", "ivfpq"), "nprobe": ("nprobe", "ivfpq"), "pq_m": ("m", "ivfpq"),
+           "hnsw_m": ("hnsw_m", "hnsw"), "ef_construction": ("ef_construction", "hnsw"),
+           "ef_search": ("ef_search", "hnsw"), "hnsw_storage": ("hnsw_storage", "hnsw"),
+           "rerank": ("rerank", ("ivfpq", "hnsw"))}
+
+
+def _index_config(args: argparse.Namespace):
+    """``--kind`` and the index settings given, as an :class:`~sfrs_core.retrieval.index.IndexConfig`
+    (the plain kind when none is given); a setting of another kind is an error."""
+    from .retrieval.index import IndexConfig
+
+    given = {name: getattr(args, name) for name in _TUNING if getattr(args, name, None) is not None}
+    for name in given:
+        kinds = _TUNING[name][1]
+        kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+        if args.kind not in kinds:
+            raise ValueError(f"--{name.replace('_', '-')} applies to --kind {' or '.join(kinds)}, not {args.kind}")
+    return IndexConfig(kind=args.kind, **{_TUNING[n][0]: v for n, v in given.items()}) if given else args.kind
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
@@ -247,7 +277,10 @@ def _cmd_index(args: argparse.Namespace) -> int:
 
     model, _ = load_model(args.checkpoint, device=_device(args.device))
     ds = load_dataset(args.data)
-    bundle = IndexBundle.build(model, ds[args.split], image_size=_size(args.image_size), kind=args.kind,
+    kind = _index_config(args)
+    if getattr(kind, "rerank", 0):
+        raise ValueError("--rerank applies to evaluate (an index bundle keeps no full descriptors to re-rank from)")
+    bundle = IndexBundle.build(model, ds[args.split], image_size=_size(args.image_size), kind=kind,
                                progress=not args.quiet, meta={"checkpoint": str(args.checkpoint), "dataset": str(ds.root)},
                                store=args.store, store_dtype=args.store_dtype)
     out = bundle.save(args.out)

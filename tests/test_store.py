@@ -158,6 +158,25 @@ def test_resume_after_interruption_computes_only_missing_chunks(model, tiny_test
     np.testing.assert_allclose(store.read(), reference, atol=1e-5)
 
 
+def test_a_second_writer_is_refused_while_one_extracts(model, tiny_test, transform, reference, tmp_path):
+    """Two extractions into one store would each record only their own rows as done: while one
+    holds the writer lock (here: this test), another is refused at once and writes nothing; the
+    lock goes with its holder, and the extraction then runs."""
+    from sfrs_core.retrieval.store import StoreBusyError, writer_lock
+
+    folder = tmp_path / "db"
+    with writer_lock(folder):
+        with pytest.raises(StoreBusyError, match="another extraction is writing"):
+            extract_to_store(model, tiny_test.database, transform, folder, chunk_rows=8, batch_size=4,
+                             device="cpu", progress=False)
+        assert not (folder / "store.json").exists()
+    store = extract_to_store(model, tiny_test.database, transform, folder, chunk_rows=8, batch_size=4,
+                             device="cpu", progress=False)
+    np.testing.assert_allclose(store.read(), reference, atol=1e-5)
+    with writer_lock(folder):  # released after the extraction
+        pass
+
+
 def test_float16_store_within_rounding_bound(model, tiny_test, transform, reference, tmp_path):
     store = extract_to_store(model, tiny_test.database, transform, tmp_path / "db16", dtype="float16",
                              chunk_rows=16, batch_size=4, device="cpu", progress=False)
@@ -237,6 +256,31 @@ def test_cli_evaluate_and_index_with_a_store(model, tiny_test, tiny_city, in_ram
     q = DescriptorStore.open(tmp_path / "st" / "queries").read(0, 5)
     top1 = [m[0].db_index for m in bundle.search(q, k=1)]
     assert top1 == in_ram.ids[:5, 0].tolist()
+
+
+def test_cli_index_settings_reach_the_index(model, tiny_test, tiny_city, in_ram, tmp_path, monkeypatch, capsys):
+    import faiss
+
+    import sfrs_core.training.checkpoint as checkpoint
+    from sfrs_core.cli import main
+
+    monkeypatch.setattr(checkpoint, "load_model", lambda path, device="cpu": (model, {}))
+    base = ["--checkpoint", "m.pt", "--data", str(tiny_city), "--device", "cpu", "--quiet"]
+    assert main(["index", *base, "--kind", "hnsw", "--hnsw-m", "8", "--ef-search", "7", "--hnsw-storage", "sq8",
+                 "--out", str(tmp_path / "idx")]) == 0
+    bundle = IndexBundle.load(tmp_path / "idx")
+    hnsw = faiss.downcast_index(bundle.index)
+    assert isinstance(hnsw, faiss.IndexHNSWSQ) and hnsw.hnsw.efSearch == 7
+    assert bundle.meta["index_config"]["hnsw_m"] == 8 and bundle.meta["kind"] == "hnsw"
+    # a setting of another kind, or --rerank for a bundle: a one-line error, exit 2
+    assert main(["index", *base, "--kind", "hnsw", "--nprobe", "4", "--out", str(tmp_path / "x")]) == 2
+    assert "--nprobe applies to --kind ivfpq, not hnsw" in capsys.readouterr().err
+    assert main(["index", *base, "--kind", "flat", "--rerank", "10", "--out", str(tmp_path / "x")]) == 2
+    out = tmp_path / "res.npz"
+    assert main(["evaluate", *base, "--batch-size", "4", "--kind", "hnsw", "--ef-search", "64", "--rerank", "20",
+                 "--save", str(out)]) == 0
+    res = QueryResults.load(out)  # re-ranked exactly from a shortlist of 20 on this tiny database: the exact top-1
+    np.testing.assert_array_equal(res.ids[:, 0], in_ram.ids[:, 0])
 
 
 def test_prefetch_keeps_order_raises_and_stops_early():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import faiss
@@ -22,7 +22,7 @@ from ..data.dataset import PlaceSplit
 from ..io import atomic_write_bytes
 from ..data.transforms import ImageTransform
 from .extract import extract_descriptors, extract_to_store
-from .index import build_index, load_index, save_index, search
+from .index import IndexConfig, build_index, load_index, save_index, search
 
 
 _ORIENTATION = 0x0112
@@ -63,7 +63,7 @@ class IndexBundle:
     meta: dict
 
     @classmethod
-    def build(cls, model: torch.nn.Module, split: PlaceSplit, *, image_size=None, kind: str = "flat",
+    def build(cls, model: torch.nn.Module, split: PlaceSplit, *, image_size=None, kind: str | IndexConfig = "flat",
               batch_size: int = 32, progress: bool = True, meta: dict | None = None,
               store: str | os.PathLike | None = None, store_dtype: str = "float32") -> "IndexBundle":
         """Extract the database of ``split`` with ``model`` and index it.
@@ -71,7 +71,7 @@ class IndexBundle:
         ``image_size`` (H, W) is the size the images are described at (None: their own size);
         the bundle records the size used either way (``meta["image_size"]``, from an image's
         header when None), so that a photo is described as its database was. ``kind``: "flat",
-        "ivfpq" or "hnsw" (:mod:`.index`). ``store`` (a folder): the descriptors go to an
+        "ivfpq" or "hnsw", or an :class:`~.index.IndexConfig` with its settings (:mod:`.index`). ``store`` (a folder): the descriptors go to an
         on-disk descriptor store there (resumed if interrupted) and the index is filled from
         it chunk by chunk, never holding the descriptor matrix besides the index."""
         transform = ImageTransform(image_size, model.normalization)
@@ -87,7 +87,9 @@ class IndexBundle:
         return cls(build_index(desc, kind), paths, db.utm, db.latlon,
                    db.zone, {"split": split.name, "image_size": list(size) if size else None,
                              "image_size_from": "requested" if image_size else "database images",
-                             "kind": kind, "dim": int(desc.shape[1]), **(meta or {})})
+                             "kind": kind if isinstance(kind, str) else kind.kind,
+                             **({} if isinstance(kind, str) else {"index_config": asdict(kind)}),
+                             "dim": int(desc.shape[1]), **(meta or {})})
 
     @property
     def image_size(self) -> tuple[int, int] | None:

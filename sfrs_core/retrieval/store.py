@@ -12,7 +12,9 @@ Rows are written through a memory map of one chunk at a time, which is flushed (
 disk *before* the header records the chunk as done (the header is replaced atomically: temp
 file, ``fsync``, ``os.replace``). A process killed at any moment therefore loses at most the
 chunk it was writing, and an extraction into the same folder continues with the chunks not yet
-recorded (:func:`sfrs_core.retrieval.extract.extract_to_store`).
+recorded (:func:`sfrs_core.retrieval.extract.extract_to_store`). One extraction writes a store
+at a time: it holds ``.writer.lock`` (:func:`writer_lock`), and a second one is refused at once
+(:class:`StoreBusyError`) rather than each recording only its own rows as done.
 
 Reading goes one chunk at a time into an ordinary array (:meth:`DescriptorStore.chunks`), not
 through one long-lived memory map: mapped file pages count towards the resident set size until
@@ -24,6 +26,8 @@ A store made for other images, another model or another transform is refused wit
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import queue
@@ -39,6 +43,7 @@ from ..io import atomic_write_json
 FORMAT_VERSION = 1
 HEADER_NAME = "store.json"
 DATA_NAME = "descriptors.npy"
+LOCK_NAME = ".writer.lock"  # held (flock) by the one process writing the store
 DTYPES = ("float32", "float16")
 DEFAULT_CHUNK_ROWS = 1024
 DEFAULT_READ_BYTES = 128 << 20  # rows per chunks() step: about 128 MiB of float32
@@ -50,6 +55,29 @@ class StoreError(ValueError):
 
 class StoreMismatchError(StoreError):
     """A descriptor store made for other images, another model, dtype or dimension."""
+
+
+class StoreBusyError(StoreError):
+    """Another writer is filling the store (two would each record only their own rows as done)."""
+
+
+@contextlib.contextmanager
+def writer_lock(folder: str | os.PathLike) -> Iterator[None]:
+    """Be the one writer of the store in ``folder`` for the block (an exclusive ``flock`` on
+    ``folder/.writer.lock``, released when the block ends or the process dies); a second writer,
+    in this process or another, gets :class:`StoreBusyError` at once instead of waiting."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / LOCK_NAME, "a+") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StoreBusyError(f"{folder}: another extraction is writing this descriptor store; "
+                                 "run again once it has finished or stopped (it resumes where it is)") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def _merge(ranges: Sequence[Sequence[int]]) -> list[list[int]]:
