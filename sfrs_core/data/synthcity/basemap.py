@@ -194,20 +194,35 @@ def _read_file(path: Path, stamp: str, split: str) -> Basemap | None:
     return None
 
 
+def _stamp(config_json: str) -> str:
+    return hashlib.sha256(f"{_code_version()}|{config_json}".encode()).hexdigest()[:16]
+
+
+def _write_file(path: Path, stamp: str, basemap: Basemap) -> None:
+    atomic_write_bytes(path, json.dumps({"stamp": stamp, "roads": basemap.roads, "buildings": basemap.buildings,
+                                         "shops": [asdict(s) for s in basemap.shops]}, separators=(",", ":")).encode())
+
+
+def write_basemaps(root: str | os.PathLike, cfg: SynthCityConfig, city: dict[str, District] | None = None) -> None:
+    """Write every split's layers beside a SynthCity dataset being rendered at ``root`` (the
+    generator calls this; the same bytes as :func:`load_basemap` would write later)."""
+    city = city or build_city(cfg)
+    stamp = _stamp(json.dumps(cfg.to_dict(), sort_keys=True))
+    for split in SPLITS:
+        _write_file(basemap_file(root, split), stamp, district_basemap(cfg, split, city))
+
+
 @lru_cache(maxsize=8)
 def _cached_basemap(root: str, config_json: str, split: str) -> Basemap:
     """The layers from ``basemap_<split>.json`` when it was written for this config and code, else
     built (building the city takes about 0.2 s on 2 cores) and written there for the next process."""
-    stamp = hashlib.sha256(f"{_code_version()}|{config_json}".encode()).hexdigest()[:16]
-    path = basemap_file(root, split)
+    stamp, path = _stamp(config_json), basemap_file(root, split)
     found = _read_file(path, stamp, split)
     if found is not None:
         return found
     basemap = district_basemap(SynthCityConfig.from_dict(json.loads(config_json)), split, _cached_city(config_json))
     with contextlib.suppress(OSError):  # a read-only dataset is rebuilt by each process instead
-        atomic_write_bytes(path, json.dumps({"stamp": stamp, "roads": basemap.roads, "buildings": basemap.buildings,
-                                             "shops": [asdict(s) for s in basemap.shops]},
-                                            separators=(",", ":")).encode())
+        _write_file(path, stamp, basemap)
     return basemap
 
 

@@ -164,7 +164,10 @@ def generate(cfg: SynthCityConfig, out: str | os.PathLike, workers: int | None =
             "counts": counts,
             "shops": {s: len(city[s].shop_names) for s in SPLITS},
         }
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
+        from .basemap import write_basemaps  # (it reads this module's META_FILE)
+
+        write_basemaps(tmp, cfg, city)  # the map layers, so that no app process builds the city again
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2))  # last: the dataset is complete
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
