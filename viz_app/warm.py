@@ -65,7 +65,10 @@ def warm(force: bool = False, timeout_s: float = 600.0) -> list[str]:
         done.append(f"{page}: {time.perf_counter() - t0:.1f} s" + (f" ({'; '.join(map(str, problems))})"
                                                                      if problems else ""))
     if not any("(" in line for line in done):  # a page that failed is tried again next time
-        atomic_write_json(marker, {"fingerprint": stamp})
+        try:
+            atomic_write_json(marker, {"fingerprint": stamp})
+        except OSError as err:  # a read-only cache: the pages ran, and run again next time
+            done.append(f"{marker}: not written ({err.strerror or err})")
     return done
 
 
