@@ -239,13 +239,13 @@ def ddp_step_one_rank(dev, size: tuple[int, int]) -> dict:
             torch.manual_seed(0)
             model = build_model(ModelConfig(trunk="vgg16", num_clusters=64, pca_dim=None, pretrained=False))
             model = model.to(dev).train()
-            net = DistContext().ddp(model, dev, sync_buffers=False)
-            opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
             B, N = 2, 4
             x = torch.randn(B * (2 + N), 3, *size, device=dev)
-            if dev.type == "cuda":
+            if dev.type == "cuda":  # as the trainer: channels_last before DDP registers the parameters
                 x = x.contiguous(memory_format=torch.channels_last)
                 model.to(memory_format=torch.channels_last)
+            net = DistContext().ddp(model, dev, sync_buffers=False)
+            opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
             times = []
             for _ in range(3):  # the first step includes DDP's bucket set-up and cuDNN's autotuning
                 _sync(dev)
@@ -289,18 +289,21 @@ def check_ddp(args, dev) -> dict:
 
 
 def clustered(n: int, dim: int, queries: int, seed: int = 0):
-    """``n`` unit vectors around ``n // 20`` random centres, and ``queries`` noisy copies of some."""
+    """``n`` unit vectors around ``n // 20`` random unit centres (noise of the centres' norm, as in
+    ``bench/retrieval.py``), and ``queries`` copies of some with noise 1.5x their norm."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((max(1, n // 20), dim), dtype=np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    scale = np.float32(1 / np.sqrt(dim))
     x = np.empty((n, dim), np.float32)
     for a in range(0, n, 16384):
         b = min(n, a + 16384)
-        x[a:b] = centres[rng.integers(0, len(centres), b - a)]
-        x[a:b] += rng.standard_normal((b - a, dim), dtype=np.float32) * np.float32(np.sqrt(1.0 / dim) * 8)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    q = x[rng.choice(n, queries, replace=False)] + rng.standard_normal((queries, dim), dtype=np.float32) * 0.02
+        x[a:b] = rng.standard_normal((b - a, dim), dtype=np.float32) * scale
+        x[a:b] += centres[rng.integers(0, len(centres), b - a)]
+        x[a:b] /= np.linalg.norm(x[a:b], axis=1, keepdims=True)
+    q = x[rng.choice(n, queries, replace=False)] + rng.standard_normal((queries, dim), dtype=np.float32) * (1.5 * scale)
     q /= np.linalg.norm(q, axis=1, keepdims=True)
     return x, q
 
