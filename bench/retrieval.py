@@ -30,8 +30,10 @@ Cases, each in a fresh subprocess so that its peak RSS (``VmHWM``) is its own:
                (default 100 000) and ``--hnsw-sq8-max`` (default 250 000): on 2 cores HNSW
                inserts only a few hundred 4096-D vectors a second (see the figures), so 1M
                would take about an hour, beyond this benchmark's budget. Each graph is also
-               searched at efSearch 256 and 512 (rows ``hnsw/256``, ``hnsw-sq8/512``...), the
-               query-time recall/speed knob (``--ef-search``), with the build time of the graph.
+               searched at efSearch 256, 512 and 1024 (rows ``hnsw/256``, ``hnsw-sq8/512``...),
+               the query-time recall/speed knob (``--ef-search``), and its top 100 at efSearch
+               512 re-ranked exactly from the store (``hnsw-sq8/512+rr``; ``--rerank 100``), each
+               with the build time of the graph.
 
 Reported: build and query wall time, queries/s, recall@1 agreement with exact search (the
 index's top-1 is the exact top-1), how often the exact top-1 is in the index's top-10, peak RSS
@@ -65,7 +67,8 @@ DEFAULT_KINDS = ("flat", "flat-ram", "ivfpq", "hnsw", "hnsw-sq8")
 HNSW_MAX_N = 100_000  # default --hnsw-max: HNSW build time on 2 shared cores (see the docstring)
 HNSW_SQ8_MAX_N = 250_000  # default --hnsw-sq8-max: its build is about 2.5x faster
 RERANK = 100
-HNSW_EF_SWEEP = (256, 512)  # efSearch values also searched on each built HNSW graph (rows kind/ef)
+HNSW_EF_SWEEP = (256, 512, 1024)  # efSearch values also searched on each built HNSW graph (rows kind/ef)
+HNSW_RERANK_EF = 512  # and the top RERANK at this efSearch re-ranked exactly (row kind/512+rr)
 
 
 def peak_rss_mb() -> float:
@@ -144,10 +147,11 @@ def ivfpq_settings(n: int) -> dict:
 
 
 def _row_settings(name: str, settings: dict) -> dict:
-    """The settings a result row was searched with: a sweep row (``kind/ef`` or ``ivfpq4+rr``)
-    differs from its index's build settings in one query-time knob."""
-    if "/" in name:
-        return {**settings, "ef_search": int(name.split("/")[1])}
+    """The settings a result row was searched with: a sweep row (``hnsw/512``, ``ivfpq4+rr``...)
+    differs from its index's build settings in its query-time knobs."""
+    if "/" in name:  # kind/ef or kind/ef+rr
+        swept = {**settings, "ef_search": int(name.split("/")[1].removesuffix("+rr"))}
+        return {**swept, "rerank": RERANK} if name.endswith("+rr") else swept
     if name == "ivfpq4+rr":
         return {**settings, "nprobe": 4 * settings["nprobe"], "rerank": RERANK}
     if name == "ivfpq+rr":
@@ -201,6 +205,11 @@ def run_case(kind: str, n: int, data: Path, queries: int) -> list[dict]:
             t3, c3 = time.perf_counter(), time.process_time()
             _, wider = search(index, q, K)
             results.append((f"{kind}/{ef}", wider, time.perf_counter() - t3, time.process_time() - c3))
+        set_search_params(index, ef_search=HNSW_RERANK_EF)  # its top 100 re-ranked exactly from the store
+        t3, c3 = time.perf_counter(), time.process_time()
+        _, candidates = search(index, q, RERANK)
+        _, reranked = rerank_exact(store, q, candidates, K)
+        results.append((f"{kind}/{HNSW_RERANK_EF}+rr", reranked, time.perf_counter() - t3, time.process_time() - c3))
     exact_path = folder / f"exact{queries}.npy"
     if kind == "flat":
         np.save(exact_path, ids)
@@ -244,7 +253,7 @@ def plan(sizes: list[int], kinds: list[str], million: bool, hnsw_max: int, sq8_m
 def print_table(rows: list[dict]) -> None:
     """Wall and CPU seconds (all threads; on a shared machine CPU time is the steadier figure),
     agreement with exact search, memory, and the ratios to the streamed flat search."""
-    head = (f"{'N':>9} {'case':<12} {'build s':>8} {'cpu s':>7} {'query s':>8} {'cpu s':>7} {'q/s':>7} "
+    head = (f"{'N':>9} {'case':<15} {'build s':>8} {'cpu s':>7} {'query s':>8} {'cpu s':>7} {'q/s':>7} "
             f"{'R@1 agree':>9} {'top1 in 10':>10} {'peak RSS MB':>11} {'base MB':>8} | "
             f"{'query cpu x flat':>16} {'RSS-base x flat':>15}")
     print(head)
@@ -255,7 +264,7 @@ def print_table(rows: list[dict]) -> None:
         qx = f"{r.get('query_cpu_s', r['query_s']) / ref.get('query_cpu_s', ref['query_s']):.3f}" if ref else "-"
         over = r["peak_rss_mb"] - r["base_rss_mb"]
         mx = f"{over / max(1.0, ref['peak_rss_mb'] - ref['base_rss_mb']):.2f}" if ref else "-"
-        print(f"{r['n']:>9} {r['kind']:<12} {r['build_s']:>8.1f} {r.get('build_cpu_s', float('nan')):>7.1f} "
+        print(f"{r['n']:>9} {r['kind']:<15} {r['build_s']:>8.1f} {r.get('build_cpu_s', float('nan')):>7.1f} "
               f"{r['query_s']:>8.2f} {r.get('query_cpu_s', float('nan')):>7.2f} {r['qps']:>7.0f} "
               f"{r['r1_agree']:>9.3f} {r['top1_in_top10']:>10.3f} {r['peak_rss_mb']:>11.0f} {r['base_rss_mb']:>8.0f} "
               f"| {qx:>16} {mx:>15}")
@@ -305,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         out = _child(["--_case", kind, str(n), "--queries", str(queries), "--data", str(args.data)], args.timeout)
         for row in json.loads(out.strip().splitlines()[-1]):
             rows.append(row)
-            print(f"  {row['kind']:<12} N={n:<8} build {row['build_s']:7.1f} s  query {row['query_s']:7.2f} s  "
+            print(f"  {row['kind']:<15} N={n:<8} build {row['build_s']:7.1f} s  query {row['query_s']:7.2f} s  "
                   f"R@1 agree {row['r1_agree']:.3f}  peak RSS {row['peak_rss_mb']:.0f} MB", flush=True)
     print(f"\nall cases in {(time.perf_counter() - start) / 60:.1f} min\n")
     print_table(rows)
