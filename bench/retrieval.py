@@ -28,8 +28,9 @@ Cases, each in a fresh subprocess so that its peak RSS (``VmHWM``) is its own:
 * ``hnsw``     HNSWFlat, M=32, efConstruction=40, efSearch=128; ``hnsw-sq8`` the same graph over
                8-bit scalar-quantized storage (4x less memory). Run up to ``--hnsw-max`` images
                (default 100 000) and ``--hnsw-sq8-max`` (default 250 000): on 2 cores HNSW
-               inserts only a few hundred 4096-D vectors a second (see the figures), so 1M
-               would take about an hour, beyond this benchmark's budget. Each graph is also
+               inserts only about a thousand 4096-D vectors a second (see the figures): 1M
+               took 17-19 min for HNSW-SQ8 (``--sizes 1000000 --kinds hnsw-sq8 --hnsw-sq8-max
+               1000000``), and HNSW-Flat at 1M needs 16 GB for its vectors. Each graph is also
                searched at efSearch 256, 512 and 1024 (rows ``hnsw/256``, ``hnsw-sq8/512``...),
                the query-time recall/speed knob (``--ef-search``), and its top 100 at efSearch
                512 re-ranked exactly from the store (``hnsw-sq8/512+rr``; ``--rerank 100``), each
@@ -160,8 +161,8 @@ def _row_settings(name: str, settings: dict) -> dict:
 
 
 def run_case(kind: str, n: int, data: Path, queries: int) -> list[dict]:
-    """Build (or not) and search one case; return its figures (two rows for ivfpq: plain and
-    re-ranked)."""
+    """Build (or not) and search one case; return its figures (one row per query-time setting:
+    ivfpq plain and re-ranked, hnsw at each efSearch of the sweep and re-ranked)."""
     import numpy as np
 
     from sfrs_core.retrieval.index import build_index, rerank_exact, search, search_exact, set_search_params
@@ -192,24 +193,25 @@ def run_case(kind: str, n: int, data: Path, queries: int) -> list[dict]:
         sims, ids = search(index, q, K)
     t2, c2 = time.perf_counter(), time.process_time()
     results = [(kind, ids, t2 - t1, c2 - c1)]
+
+    def timed(name: str, **knobs) -> None:
+        """Search the built index again with other query-time knobs (``rerank``: its top RERANK
+        re-ranked exactly from the store) and add the row."""
+        set_search_params(index, nprobe=knobs.get("nprobe"), ef_search=knobs.get("ef_search"))
+        t3, c3 = time.perf_counter(), time.process_time()
+        if knobs.get("rerank"):
+            _, found = rerank_exact(store, q, search(index, q, RERANK)[1], K)
+        else:
+            _, found = search(index, q, K)
+        results.append((name, found, time.perf_counter() - t3, time.process_time() - c3))
+
     if kind == "ivfpq":  # the same index re-ranked from the store, at nprobe and 4 x nprobe
-        for name, nprobe in (("ivfpq+rr", settings["nprobe"]), ("ivfpq4+rr", 4 * settings["nprobe"])):
-            set_search_params(index, nprobe=nprobe)
-            t3, c3 = time.perf_counter(), time.process_time()
-            _, candidates = search(index, q, RERANK)
-            _, reranked = rerank_exact(store, q, candidates, K)
-            results.append((name, reranked, time.perf_counter() - t3, time.process_time() - c3))
+        timed("ivfpq+rr", nprobe=settings["nprobe"], rerank=True)
+        timed("ivfpq4+rr", nprobe=4 * settings["nprobe"], rerank=True)
     if kind in ("hnsw", "hnsw-sq8"):  # the same graph searched wider: efSearch is the query-time knob
         for ef in HNSW_EF_SWEEP:
-            set_search_params(index, ef_search=ef)
-            t3, c3 = time.perf_counter(), time.process_time()
-            _, wider = search(index, q, K)
-            results.append((f"{kind}/{ef}", wider, time.perf_counter() - t3, time.process_time() - c3))
-        set_search_params(index, ef_search=HNSW_RERANK_EF)  # its top 100 re-ranked exactly from the store
-        t3, c3 = time.perf_counter(), time.process_time()
-        _, candidates = search(index, q, RERANK)
-        _, reranked = rerank_exact(store, q, candidates, K)
-        results.append((f"{kind}/{HNSW_RERANK_EF}+rr", reranked, time.perf_counter() - t3, time.process_time() - c3))
+            timed(f"{kind}/{ef}", ef_search=ef)
+        timed(f"{kind}/{HNSW_RERANK_EF}+rr", ef_search=HNSW_RERANK_EF, rerank=True)
     exact_path = folder / f"exact{queries}.npy"
     if kind == "flat":
         np.save(exact_path, ids)
