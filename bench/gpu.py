@@ -220,7 +220,7 @@ def _run_training(label: str, cmd: list[str], debug: Path, steps: int, timeout: 
             "steps_per_rank": [len(st) for st in step_records],
             "ranks_disjoint_queries": all(not (a & b) for i, a in enumerate(queries) for b in queries[i + 1:]),
             "same_weights_across_ranks": len({tuple(d) for d in digests}) == 1 if digests else None,
-            "stderr_tail": "" if stopped else proc.stderr[-2000:]}
+            "stderr_tail": "" if stopped else "\n" + proc.stderr[-2000:]}
 
 
 def ddp_step_one_rank(dev, size: tuple[int, int]) -> dict:
