@@ -160,7 +160,7 @@ def _row_settings(name: str, settings: dict) -> dict:
     return settings
 
 
-def run_case(kind: str, n: int, data: Path, queries: int) -> list[dict]:
+def run_case(kind: str, n: int, data: Path, queries: int, ef_construction: int = 40) -> list[dict]:
     """Build (or not) and search one case; return its figures (one row per query-time setting:
     ivfpq plain and re-ranked, hnsw at each efSearch of the sweep and re-ranked)."""
     import numpy as np
@@ -184,7 +184,7 @@ def run_case(kind: str, n: int, data: Path, queries: int) -> list[dict]:
             settings = ivfpq_settings(n)
             index = build_index(store, "ivfpq", **settings)
         elif kind in ("hnsw", "hnsw-sq8"):
-            settings = {"hnsw_m": 32, "ef_construction": 40, "ef_search": 128,
+            settings = {"hnsw_m": 32, "ef_construction": ef_construction, "ef_search": 128,
                         "hnsw_storage": "sq8" if kind == "hnsw-sq8" else "flat"}
             index = build_index(store, "hnsw", **settings)
         else:
@@ -286,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per subprocess")
     parser.add_argument("--table", type=Path, help="print the table of an --out JSON file and stop")
     parser.add_argument("--_generate", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--ef-construction", type=int, default=40,
+                        help="HNSW build breadth (default 40; more: a better graph, a slower build)")
     parser.add_argument("--_case", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     queries = args.queries or (200 if args.quick else 1000)
@@ -296,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         generate(args.data, args._generate, queries)
         return 0
     if args._case:
-        print(json.dumps(run_case(args._case[0], int(args._case[1]), args.data, queries)))
+        print(json.dumps(run_case(args._case[0], int(args._case[1]), args.data, queries, args.ef_construction)))
         return 0
 
     sizes = args.sizes or list(QUICK_SIZES if args.quick else FULL_SIZES)
@@ -313,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
             print(_child(["--_generate", str(n), "--queries", str(queries), "--data", str(args.data)], args.timeout),
                   end="", flush=True)
             generated.add(n)
-        out = _child(["--_case", kind, str(n), "--queries", str(queries), "--data", str(args.data)], args.timeout)
+        out = _child(["--_case", kind, str(n), "--queries", str(queries), "--data", str(args.data),
+                      "--ef-construction", str(args.ef_construction)], args.timeout)
         for row in json.loads(out.strip().splitlines()[-1]):
             rows.append(row)
             print(f"  {row['kind']:<15} N={n:<8} build {row['build_s']:7.1f} s  query {row['query_s']:7.2f} s  "
