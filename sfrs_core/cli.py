@@ -244,7 +244,7 @@ def _add_scale_arguments(p: argparse.ArgumentParser) -> None:
     tune.add_argument("--nprobe", type=int, help="ivfpq: lists searched per query (more: higher recall, slower)")
     tune.add_argument("--pq-m", type=int, help="ivfpq: sub-quantizers, bytes a vector (default dim/64)")
     tune.add_argument("--hnsw-m", type=int, help="hnsw: links per node (default 32)")
-    tune.add_argument("--ef-construction", type=int, help="hnsw: build breadth (default 40)")
+    tune.add_argument("--ef-construction", type=int, help="hnsw: build breadth (default 120; 40 builds 3x faster, a worse graph)")
     tune.add_argument("--ef-search", type=int, help="hnsw: search breadth (default 128; more: higher recall, slower)")
     tune.add_argument("--hnsw-storage", choices=["flat", "sq8"], help="hnsw: full vectors or 8-bit (4x less memory)")
     tune.add_argument("--rerank", type=int, help="evaluate with ivfpq/hnsw: re-rank each query's top R exactly")
