@@ -81,7 +81,7 @@ def _sync(dev) -> None:
 
 
 def measured_peak_tflops(dev, n: int = 8192, reps: int = 10) -> float:
-    """bf16 ``n^3`` matmul rate on ``dev`` (mean of ``reps`` after 3 warm-ups), TFLOP/s."""
+    """bf16 ``n^3`` matmul rate on ``dev`` (float32 on CPU; mean of ``reps`` after 3 warm-ups), TFLOP/s."""
     import torch
 
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32

@@ -250,10 +250,12 @@ def _add_scale_arguments(p: argparse.ArgumentParser) -> None:
     tune.add_argument("--rerank", type=int, help="evaluate with ivfpq/hnsw: re-rank each query's top R exactly")
 
 
-_TUNING = {"nlist": ("nlist", "ivfpq"), "nprobe": ("nprobe", "ivfpq"), "pq_m": ("m", "ivfpq"),
-           "hnsw_m": ("hnsw_m", "hnsw"), "ef_construction": ("ef_construction", "hnsw"),
-           "ef_search": ("ef_search", "hnsw"), "hnsw_storage": ("hnsw_storage", "hnsw"),
-           "rerank": ("rerank", ("ivfpq", "hnsw"))}
+_TUNING = {  # flag -> (IndexConfig field, the kinds it applies to)
+    "nlist": ("nlist", ("ivfpq",)), "nprobe": ("nprobe", ("ivfpq",)), "pq_m": ("m", ("ivfpq",)),
+    "hnsw_m": ("hnsw_m", ("hnsw",)), "ef_construction": ("ef_construction", ("hnsw",)),
+    "ef_search": ("ef_search", ("hnsw",)), "hnsw_storage": ("hnsw_storage", ("hnsw",)),
+    "rerank": ("rerank", ("ivfpq", "hnsw")),
+}
 
 
 def _index_config(args: argparse.Namespace):
@@ -264,7 +266,6 @@ def _index_config(args: argparse.Namespace):
     given = {name: getattr(args, name) for name in _TUNING if getattr(args, name, None) is not None}
     for name in given:
         kinds = _TUNING[name][1]
-        kinds = kinds if isinstance(kinds, tuple) else (kinds,)
         if args.kind not in kinds:
             raise ValueError(f"--{name.replace('_', '-')} applies to --kind {' or '.join(kinds)}, not {args.kind}")
     return IndexConfig(kind=args.kind, **{_TUNING[n][0]: v for n, v in given.items()}) if given else args.kind

@@ -71,9 +71,10 @@ class IndexBundle:
         ``image_size`` (H, W) is the size the images are described at (None: their own size);
         the bundle records the size used either way (``meta["image_size"]``, from an image's
         header when None), so that a photo is described as its database was. ``kind``: "flat",
-        "ivfpq" or "hnsw", or an :class:`~.index.IndexConfig` with its settings (:mod:`.index`). ``store`` (a folder): the descriptors go to an
-        on-disk descriptor store there (resumed if interrupted) and the index is filled from
-        it chunk by chunk, never holding the descriptor matrix besides the index."""
+        "ivfpq" or "hnsw", or an :class:`~.index.IndexConfig` with its settings (:mod:`.index`).
+        ``store`` (a folder): the descriptors go to an on-disk descriptor store there (resumed if
+        interrupted) and the index is filled from it chunk by chunk, never holding the
+        descriptor matrix besides the index."""
         transform = ImageTransform(image_size, model.normalization)
         if store is None:
             desc = extract_descriptors(model, split.database, transform, batch_size=batch_size, progress=progress,

@@ -280,53 +280,63 @@ def extract_to_store(
     Other arguments as :func:`extract_descriptors`.
     """
     folder = Path(store)
-    n = len(images)
     identity = descriptor_identity(model, images, transform) if identity is None else identity
     with writer_lock(folder):  # one writer per store: a second extraction is refused at once
-        opened: DescriptorStore | None = None
-        if (folder / HEADER_NAME).is_file():
-            opened = DescriptorStore.open(folder, identity=identity)
-            opened.check_shape(n, getattr(model, "descriptor_dim", None), dtype)
-            ranges = opened.missing()
-        else:
-            if n == 0:
-                raise ValueError(f"no images to extract descriptors from into {folder}")
-            ranges = [(a, min(a + chunk_rows, n)) for a in range(0, n, chunk_rows)]
-        if not ranges:
-            assert opened is not None
-            return opened
-        indices = np.concatenate([np.arange(a, b) for a, b in ranges])
-        stats = stats if stats is not None else ExtractStats()
-        start = time.perf_counter()
-        bar = tqdm(total=n, initial=n - len(indices), desc=desc or "extract descriptors", unit="img",
-                   disable=not progress, leave=False)
-        gen = _batches(model, images, transform, indices, batch_size=batch_size, device=device,
-                       num_workers=num_workers, regions=False, amp=amp, stats=stats)
-        buf: np.ndarray | None = None
-        r, filled = 0, 0
-        try:
-            with contextlib.closing(gen):
-                for idx, result in gen:
-                    pos = 0
-                    while pos < len(result):
-                        a, b = ranges[r]
-                        if buf is None:
-                            buf = np.empty((max(hi - lo for lo, hi in ranges), result.shape[1]), dtype=np.float32)
-                        take = min(len(result) - pos, (b - a) - filled)
-                        assert idx[pos] == a + filled  # the loader keeps the order of ``indices``
-                        buf[filled:filled + take] = result[pos:pos + take]
-                        filled, pos = filled + take, pos + take
-                        if filled == b - a:
-                            t0 = time.perf_counter()
-                            if opened is None:
-                                opened = DescriptorStore.create(folder, n, result.shape[1], dtype=dtype,
-                                                                identity=identity, chunk_rows=chunk_rows)
-                            opened.write(a, buf[:b - a])
-                            stats.write_s += time.perf_counter() - t0
-                            r, filled = r + 1, 0
-                    bar.update(len(result))
-        finally:
-            bar.close()
-            stats.wall_s += time.perf_counter() - start
-        assert opened is not None and opened.complete, "extraction ended before every chunk was written"
+        return _fill_store(model, images, transform, folder, identity=identity, dtype=dtype, chunk_rows=chunk_rows,
+                           batch_size=batch_size, device=device, num_workers=num_workers, progress=progress, amp=amp,
+                           desc=desc, stats=stats)
+
+
+def _fill_store(model: nn.Module, images: ImageSet, transform: ImageTransform, folder: Path, *,
+                identity: dict[str, Any], dtype: str, chunk_rows: int, batch_size: int,
+                device: str | torch.device | None, num_workers: int, progress: bool, amp: bool | None,
+                desc: str | None, stats: ExtractStats | None) -> DescriptorStore:
+    """:func:`extract_to_store`'s work, once it holds the store's writer lock."""
+    n = len(images)
+    opened: DescriptorStore | None = None
+    if (folder / HEADER_NAME).is_file():
+        opened = DescriptorStore.open(folder, identity=identity)
+        opened.check_shape(n, getattr(model, "descriptor_dim", None), dtype)
+        ranges = opened.missing()
+    else:
+        if n == 0:
+            raise ValueError(f"no images to extract descriptors from into {folder}")
+        ranges = [(a, min(a + chunk_rows, n)) for a in range(0, n, chunk_rows)]
+    if not ranges:
+        assert opened is not None
         return opened
+    indices = np.concatenate([np.arange(a, b) for a, b in ranges])
+    stats = stats if stats is not None else ExtractStats()
+    start = time.perf_counter()
+    bar = tqdm(total=n, initial=n - len(indices), desc=desc or "extract descriptors", unit="img",
+               disable=not progress, leave=False)
+    gen = _batches(model, images, transform, indices, batch_size=batch_size, device=device,
+                   num_workers=num_workers, regions=False, amp=amp, stats=stats)
+    buf: np.ndarray | None = None
+    r, filled = 0, 0
+    try:
+        with contextlib.closing(gen):
+            for idx, result in gen:
+                pos = 0
+                while pos < len(result):
+                    a, b = ranges[r]
+                    if buf is None:
+                        buf = np.empty((max(hi - lo for lo, hi in ranges), result.shape[1]), dtype=np.float32)
+                    take = min(len(result) - pos, (b - a) - filled)
+                    assert idx[pos] == a + filled  # the loader keeps the order of ``indices``
+                    buf[filled:filled + take] = result[pos:pos + take]
+                    filled, pos = filled + take, pos + take
+                    if filled == b - a:
+                        t0 = time.perf_counter()
+                        if opened is None:
+                            opened = DescriptorStore.create(folder, n, result.shape[1], dtype=dtype,
+                                                            identity=identity, chunk_rows=chunk_rows)
+                        opened.write(a, buf[:b - a])
+                        stats.write_s += time.perf_counter() - t0
+                        r, filled = r + 1, 0
+                bar.update(len(result))
+    finally:
+        bar.close()
+        stats.wall_s += time.perf_counter() - start
+    assert opened is not None and opened.complete, "extraction ended before every chunk was written"
+    return opened
