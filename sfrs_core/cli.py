@@ -320,6 +320,16 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_stop(args: argparse.Namespace) -> int:
+    from .training.background import stop_training
+
+    if not Path(args.run_dir).is_dir():
+        raise FileNotFoundError(f"{args.run_dir}: no such run folder")
+    stopped = stop_training(args.run_dir, force=args.force)  # the command line may stop any job
+    print(f"{args.run_dir}: " + ("stop sent" if stopped else "no training process is alive"))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .training.options import add_train_arguments  # light: the parser imports no torch
 
@@ -453,6 +463,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also runs that differ from another only in their seed (default: the lowest seed of each)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_prepare)
+
+    p = sub.add_parser("stop", help="stop a run's background training (started from the app): it stays resumable")
+    p.add_argument("run_dir", help="the run folder, e.g. runs/demo-sfrs")
+    p.add_argument("--force", action="store_true", help="SIGKILL instead of SIGTERM")
+    p.set_defaults(func=_cmd_stop)
     return parser
 
 

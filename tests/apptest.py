@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_page(path: str, timeout: float = 120) -> AppTest:
-    """Run a page script (relative to the repository, e.g. ``app_pages/map.py``) once; it must not raise."""
+    """Run a page script (relative to the repository, e.g. ``viz_app/app_pages/map.py``) once; it must not raise."""
     at = AppTest.from_file(str(ROOT / path), default_timeout=timeout)
     at.run()
     assert not at.exception, [e.value for e in at.exception]

@@ -35,15 +35,15 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def app_process(env: dict[str, str] | None = None, timeout_s: float = 120.0, preload: bool = False,
-                root: Path = ROOT) -> Iterator[tuple[str, subprocess.Popen]]:
+                root: Path = ROOT, address: str | None = "127.0.0.1") -> Iterator[tuple[str, subprocess.Popen]]:
     """``streamlit run app.py`` on a free port of 127.0.0.1 (``preload``: through ``viz_app.serve``,
     as ``make app`` starts it) in ``root`` (this checkout, or a copy of it); yields its base URL and
     process (its output goes to a temporary file, shown if it exits early), stops it after."""
     port = free_port()
     launcher = ["viz_app.serve"] if preload else ["streamlit", "run", str(root / "app.py")]
     cmd = [sys.executable, "-m", *launcher, "--server.headless", "true",
-           "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
-           "--server.fileWatcherType", "none"]
+           *(["--server.address", address] if address else []),  # None: the server's own default
+           "--server.port", str(port), "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
     log = tempfile.TemporaryFile()
     proc = subprocess.Popen(cmd, cwd=root, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

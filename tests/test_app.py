@@ -9,7 +9,7 @@ from tests.apptest import run_page
 
 
 def test_overview_lists_runs_and_their_recall(app_env):
-    at = run_page("app_pages/overview.py")
+    at = run_page("viz_app/app_pages/overview.py")
     table = at.dataframe[0].value
     assert set(table["run"]) == {"tiny-sare", "tiny-sfrs"}
     sfrs_gen1 = table[(table["run"] == "tiny-sfrs") & (table["generation"] == 1)]
@@ -21,12 +21,12 @@ def test_overview_lists_runs_and_their_recall(app_env):
 
 def test_overview_without_runs_says_how_to_get_one(tmp_path, monkeypatch):
     monkeypatch.setenv("SFRS_STUDIO_RUN_DIRS", str(tmp_path))
-    at = run_page("app_pages/overview.py")
+    at = run_page("viz_app/app_pages/overview.py")
     assert "No trained runs found" in at.info[0].value
 
 
 def test_retrieval_page_shows_both_models_and_filters(app_env):
-    at = run_page("app_pages/retrieval.py")
+    at = run_page("viz_app/app_pages/retrieval.py")
     assert len(at.markdown) >= 2 and "SARE" in at.markdown[0].value and "SFRS" in at.markdown[1].value
     at.selectbox(key="ret_group").select_index(1).run()  # an outcome list
     assert not at.exception
@@ -60,12 +60,12 @@ def test_every_page_is_reachable_through_the_navigation(app_env):
     thread.join()
     assert seen == [TORCH_THREADS]  # the server's one torch thread (viz_app.serve)
     for page in ("retrieval", "heatmaps", "soft_labels"):
-        at.switch_page(f"app_pages/{page}.py").run()
+        at.switch_page(f"viz_app/app_pages/{page}.py").run()
         assert not at.exception, (page, [e.value for e in at.exception])
 
 
 def test_heatmaps_page_compares_both_models_for_each_method(app_env):
-    at = run_page("app_pages/heatmaps.py")
+    at = run_page("viz_app/app_pages/heatmaps.py")
     assert at.radio(key="hm_method").options == ["Grad-CAM (similarity)", "Exact decomposition", "Activation"]
     whole_pending = any(b.key == "hm_whole" for b in at.button)
     assert len(at.get("image")) == (2 if whole_pending else 3)  # comparison, this query's bars, the split's bars
@@ -94,7 +94,7 @@ def test_soft_labels_page_shows_snapshots_entropy_and_training_curves(app_env):
 
     from sfrs_core.explain.soft_labels import load_snapshots
 
-    at = run_page("app_pages/soft_labels.py")
+    at = run_page("viz_app/app_pages/soft_labels.py")
     snaps = load_snapshots(app_env / "tiny-sfrs")
     assert len(at.selectbox(key="sl_query").options) == len(snaps[0].queries)
     assert at.select_slider(key="sl_gen").value == snaps[-1].generation
@@ -115,7 +115,7 @@ def test_overview_exports_the_paper_figures_as_a_zip(app_env):
     import io
     import zipfile
 
-    at = run_page("app_pages/overview.py")
+    at = run_page("viz_app/app_pages/overview.py")
     at.button(key="export_go").click().run(timeout=300)
     assert not at.exception, [e.value for e in at.exception]
     kind, data = at.session_state["export_zip"]

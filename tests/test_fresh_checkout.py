@@ -196,11 +196,11 @@ def _texts(at, kind: str) -> list[str]:
 def test_overview_offers_the_set_up_then_shows_progress_error_and_the_runs(fresh_dir, tiny_city, monkeypatch):
     folder = state_dir()
     # missing data: the offer, no table
-    at = run_page("app_pages/overview.py")
+    at = run_page("viz_app/app_pages/overview.py")
     assert [b.label for b in at.button if b.key == "bs_start"] == [START_LABEL]
     assert not at.dataframe and "not rendered here yet" in " ".join(_texts(at, "info"))
     # another page points to the Overview
-    other = run_page("app_pages/soft_labels.py")
+    other = run_page("viz_app/app_pages/soft_labels.py")
     assert any("Open the **Overview** page" in t for t in _texts(other, "info"))
     # running: the stage and its progress, no button
     now = time.time()
@@ -208,7 +208,7 @@ def test_overview_offers_the_set_up_then_shows_progress_error_and_the_runs(fresh
     _write(folder / STATUS_FILE, {"state": "running", "stage": "render", "done": 268, "total": 536, "pid": os.getpid(),
                                   "preset": "tiny", "steps": ["render", "index", "attention"], "started": now - 1,
                                   "updated": now})
-    at = run_page("app_pages/overview.py")
+    at = run_page("viz_app/app_pages/overview.py")
     bars = at.get("progress")
     assert len(bars) == 1 and bars[0].proto.value == 50
     assert "image 268 of 536" in bars[0].proto.text
@@ -218,7 +218,7 @@ def test_overview_offers_the_set_up_then_shows_progress_error_and_the_runs(fresh
     _write(folder / STATUS_FILE, {"state": "failed", "stage": "render", "error": "OSError: disk full",
                                   "pid": os.getpid(), "updated": now + 1})
     (folder / "bootstrap.log").write_text("Traceback ...\nOSError: disk full\n")
-    at = run_page("app_pages/overview.py")
+    at = run_page("viz_app/app_pages/overview.py")
     assert any("disk full" in t for t in _texts(at, "error"))
     assert any("OSError: disk full" in c.value for c in at.code)
     assert [b.label for b in at.button if b.key == "bs_retry"] == ["Retry"]
@@ -226,13 +226,13 @@ def test_overview_offers_the_set_up_then_shows_progress_error_and_the_runs(fresh
     (fresh_dir / "data").mkdir(exist_ok=True)
     (fresh_dir / "data/synthcity").symlink_to(tiny_city)
     _write(folder / STATUS_FILE, {"state": "finished", "stage": None, "pid": os.getpid(), "updated": now + 2})
-    at = run_page("app_pages/overview.py")
+    at = run_page("viz_app/app_pages/overview.py")
     assert set(at.dataframe[0].value["run"]) == {"tiny-sare", "tiny-sfrs"}
     assert not [b for b in at.button if b.key in ("bs_start", "bs_retry")]
     # rendered, but preparing the runs failed: the Overview shows the runs, the error and Retry
     _write(folder / STATUS_FILE, {"state": "failed", "stage": "attention", "error": "RuntimeError: out of memory",
                                   "pid": os.getpid(), "updated": now + 3})
-    at = run_page("app_pages/overview.py")
+    at = run_page("viz_app/app_pages/overview.py")
     assert set(at.dataframe[0].value["run"]) == {"tiny-sare", "tiny-sfrs"}
     assert any("out of memory" in t for t in _texts(at, "error"))
     assert [b.label for b in at.button if b.key == "bs_retry"] == ["Retry"]
@@ -240,7 +240,7 @@ def test_overview_offers_the_set_up_then_shows_progress_error_and_the_runs(fresh
 
 def test_clicking_starts_the_job_and_a_failure_offers_retry(fresh_dir, monkeypatch):
     monkeypatch.setenv(bootstrap.PRESET_ENV, "no-such-preset")  # fails fast, in the real process
-    at = run_page("app_pages/overview.py")
+    at = run_page("viz_app/app_pages/overview.py")
     at.button(key="bs_start").click().run()
     assert not at.exception
     first = _wait(lambda: (s := bootstrap_status(state_dir())).state == "failed" and s, 120, "the job to fail")
@@ -297,7 +297,7 @@ def test_train_page_names_the_set_up_stage_instead_of_a_bare_preparing(tmp_path,
                                    "stage": "k-means initialisation of NetVLAD", "stage_started": now - 65,
                                    "updated": now})
     monkeypatch.setenv("SFRS_STUDIO_RUN_DIRS", str(tmp_path / "runs"))
-    at = run_page("app_pages/train.py")
+    at = run_page("viz_app/app_pages/train.py")
     states = [t for t in _texts(at, "markdown") if "preparing" in t]
     assert states and all(re.search(r"preparing: k-means initialisation of NetVLAD, for 1 min \d\d s", t)
                           for t in states)

@@ -317,7 +317,7 @@ def _brute_force_positives(split, q: int, radius_m: float = 10.0) -> set[int]:
 def test_map_page_draws_the_city_and_cones_offline_and_osm_tiles_on_request(app_env):
     from tests.apptest import run_page
 
-    at = run_page("app_pages/map.py")
+    at = run_page("viz_app/app_pages/map.py")
     script = _map_script(at)
     assert not ONLINE.search(script) and not TILE_LAYER.search(script)
     for name in ("Streets", "Buildings", "Shop names"):
@@ -337,7 +337,7 @@ def test_map_page_shows_a_validation_querys_positives_and_mines_them(app_env):
     split = load_dataset(open_run(app_env / "tiny-sfrs").data)["val"]
     q = next(i for i in range(len(split.queries)) if len(_brute_force_positives(split, i)) >= 2)
     truth = _brute_force_positives(split, q)
-    at = run_page("app_pages/map.py")
+    at = run_page("viz_app/app_pages/map.py")
     next(s for s in at.selectbox if s.label == "Split").set_value("val").run()
     at.selectbox(key="map_query").set_value(q).run()
     assert not at.exception, [e.value for e in at.exception]
@@ -362,7 +362,7 @@ def test_soft_labels_page_maps_the_positives_with_their_soft_labels(app_env):
     snaps = load_snapshots(run.path)
     split = load_dataset(run.data)[snaps[0].split]
     truth = _brute_force_positives(split, int(snaps[0].queries[0]))
-    at = run_page("app_pages/soft_labels.py")
+    at = run_page("viz_app/app_pages/soft_labels.py")
     assert len(POS_BADGE.findall(_map_script(at))) == len(truth)
     mine = [b for b in at.button if b.key == "sl_mine"]
     if mine:

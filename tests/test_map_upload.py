@@ -201,7 +201,7 @@ def _spots(latlon: np.ndarray, ids: np.ndarray) -> int:
 
 
 def test_map_page_shows_both_models_pins_offline(app_env):
-    at = run_page("app_pages/map.py")
+    at = run_page("viz_app/app_pages/map.py")
     q = at.selectbox(key="map_query").value
     k = at.slider(key="map_k").value
     assert (q, k) == (0, 5)
@@ -228,7 +228,7 @@ def test_map_page_shows_both_models_pins_offline(app_env):
 
 
 def test_upload_page_without_a_photo_shows_the_uploader(app_env):
-    at = run_page("app_pages/upload.py")
+    at = run_page("viz_app/app_pages/upload.py")
     uploader = at.file_uploader(key="upload_file")
     assert {"jpg", "png"} <= {t.lstrip(".") for t in uploader.allowed_type}
     assert "Upload a street-level photo" in at.info[0].value
@@ -237,7 +237,7 @@ def test_upload_page_without_a_photo_shows_the_uploader(app_env):
 @pytest.mark.parametrize("case", ["empty", "random bytes", "truncated JPEG", "huge header"])
 def test_upload_page_explains_a_bad_file(app_env, case):
     data, message = BAD_FILES[case]
-    at = run_page("app_pages/upload.py")
+    at = run_page("viz_app/app_pages/upload.py")
     at.file_uploader(key="upload_file").set_value((f"{case}.png", data, "image/png"))
     at.run()
     assert not at.exception, [e.value for e in at.exception]
@@ -264,7 +264,7 @@ def _convertible(case: str) -> bytes:
     ("rotated", "turned upright following its EXIF orientation (tag value 6)"),
 ])
 def test_upload_page_converts_an_unusual_photo_and_says_so(app_env, case, note):
-    at = run_page("app_pages/upload.py")
+    at = run_page("viz_app/app_pages/upload.py")
     at.file_uploader(key="upload_file").set_value((f"{case}.png", _convertible(case), "image/png"))
     at.run()
     assert not at.exception, [e.value for e in at.exception]
@@ -278,7 +278,7 @@ def test_upload_page_localizes_a_photo_and_measures_the_error(app_env):
     split = load_dataset(run.data)["test"]
     q = 6
     data, (lat, lon) = _query_upload(split, q)
-    at = run_page("app_pages/upload.py")
+    at = run_page("viz_app/app_pages/upload.py")
     at.file_uploader(key="upload_file").set_value((f"query{q}.jpg", data, "image/jpeg"))
     at.slider(key="upload_k").set_value(4)
     at.run()

@@ -204,7 +204,7 @@ def test_upload_page_warns_about_a_portrait_photo(app_env):
     split = load_dataset(open_run(app_env / "tiny-sfrs").data)["test"]
     img = _query(split, 5)
     data = _encode(img.resize((img.height * 4, img.width * 4)), quality=90)  # portrait, 16× the pixels
-    at = run_page("app_pages/upload.py")
+    at = run_page("viz_app/app_pages/upload.py")
     at.file_uploader(key="upload_file").set_value(("portrait.jpg", data, "image/jpeg"))
     at.run()
     assert not at.exception, [e.value for e in at.exception]

@@ -84,7 +84,7 @@ def seed_env(tiny_runs, tmp_path, monkeypatch) -> Path:
 
 
 def test_overview_shows_mean_and_std_over_seeds(seed_env):
-    at = run_page("app_pages/overview.py")
+    at = run_page("viz_app/app_pages/overview.py")
     tables = [d.value for d in at.dataframe]
     assert len(tables) == 2 and set(tables[0]["seed"]) == {0, 1}
     seeds = tables[1]

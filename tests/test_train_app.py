@@ -19,17 +19,21 @@ from sfrs_core.training import RunExistsError
 from sfrs_core.training.background import (NICENESS, TrainingBusyError, job_status, list_jobs, pid_alive,
                                            running_job, start_training, stop_training, wait_for)
 from tests.apptest import run_page
+from viz_app.access import OUTSIDE_ROOTS
 from viz_app.jobs import TrainOptions, parse_temperatures
+from viz_app.widgets import md_escape
 
 ROOT = Path(__file__).resolve().parents[1]
 ENDED = ("finished", "stopped", "failed", "interrupted")
 
 
 @pytest.fixture
-def train_dir(tmp_path, monkeypatch) -> Path:
-    """An empty training folder, the app's only run folder; training processes are killed at the end."""
+def train_dir(tmp_path, tmp_path_factory, monkeypatch) -> Path:
+    """An empty training folder, the app's only run folder; training processes are killed at the end.
+    The tests' temporary folders (the tiny SynthCity among them) are the app's data root."""
     folder = tmp_path / "runs"
     monkeypatch.setenv("SFRS_STUDIO_RUN_DIRS", str(folder))
+    monkeypatch.setenv("SFRS_STUDIO_DATA_ROOTS", str(tmp_path_factory.getbasetemp()))
     yield folder
     for s in list_jobs(folder):
         if s.alive:
@@ -109,7 +113,7 @@ def test_start_refuse_stop_from_sidebar_and_resume_from_page(train_dir, tiny_cit
         start_training(train_dir, "two", args)
     s = wait_for(run, ("running",), 60)  # the trainer holds the run (stopping now is a stop during its set-up)
     # the sidebar of another page shows the job and stops it
-    at = run_page("app_pages/overview.py", timeout=60)
+    at = run_page("viz_app/app_pages/overview.py", timeout=60)
     assert any("one" in m.value for m in at.sidebar.markdown)
     at.button(key="tp_stop").click().run()
     assert not at.exception
@@ -120,7 +124,7 @@ def test_start_refuse_stop_from_sidebar_and_resume_from_page(train_dir, tiny_cit
     with pytest.raises(RunExistsError, match="already exists"):
         start_training(train_dir, "one", args)
     # the Train page offers Resume; the run then goes to its end
-    at = run_page("app_pages/train.py", timeout=60)
+    at = run_page("viz_app/app_pages/train.py", timeout=60)
     _button(at, "Resume").click().run()
     assert not at.exception
     s = wait_for(run, ENDED, 180)
@@ -129,10 +133,12 @@ def test_start_refuse_stop_from_sidebar_and_resume_from_page(train_dir, tiny_cit
 
 
 def test_train_page_trains_tiny_preset_and_overview_lists_the_run(train_dir, tiny_city):
-    at = run_page("app_pages/train.py", timeout=60)
+    at = run_page("viz_app/app_pages/train.py", timeout=60)
     assert at.selectbox(key="tr_preset").value == "tiny"
     at.selectbox(key="tr_data").set_value("Another path…").run()
-    at.text_input(key="tr_data_path").input("/no/such/dataset").run()
+    at.text_input(key="tr_data_path").input("/no/such/dataset").run()  # outside the data roots: not looked at
+    assert [e.value for e in at.error] == [md_escape(OUTSIDE_ROOTS)]
+    at.text_input(key="tr_data_path").input(str(tiny_city.parent / "no-such-dataset")).run()
     assert any("not found" in e.value for e in at.error)
     at.text_input(key="tr_data_path").input(str(tiny_city)).run()
     assert not at.error
@@ -145,25 +151,25 @@ def test_train_page_trains_tiny_preset_and_overview_lists_the_run(train_dir, tin
     # a second run is refused while this one trains, naming it
     at.text_input(key="tr_name").input("second")
     _button(at, "Start training").click().run()
-    assert any("'app-tiny' is being trained" in e.value for e in at.error)
+    assert any(md_escape("'app-tiny' is being trained") in e.value for e in at.error)  # escaped: a typed name
     assert not (train_dir / "second").exists()
     # the sidebar of another page follows the job
-    other = run_page("app_pages/overview.py", timeout=60)
-    assert any("app-tiny" in m.value for m in other.sidebar.markdown)
+    other = run_page("viz_app/app_pages/overview.py", timeout=60)
+    assert any(md_escape("app-tiny") in m.value for m in other.sidebar.markdown)
     s = wait_for(run, ENDED, 240)
     assert s.state == "finished", s.log_tail()
     at.run()
     assert not at.exception
     assert at.selectbox(key="tr_watch").value == "app-tiny"
     assert at.dataframe[-1].value["state"].tolist() == ["finished"]
-    overview = run_page("app_pages/overview.py", timeout=60)
+    overview = run_page("viz_app/app_pages/overview.py", timeout=60)
     table = overview.dataframe[0].value
     assert set(table["run"]) == {"app-tiny"} and sorted(table["generation"]) == [0, 1]
 
 
 def test_sidebar_panel_without_any_run(train_dir, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # no data/synthcity here: the panel asks for a dataset path
-    at = AppTest.from_file(str(ROOT / "app_pages/overview.py"), default_timeout=60)
+    at = AppTest.from_file(str(ROOT / "viz_app/app_pages/overview.py"), default_timeout=60)
     at.run()
     assert not at.exception
     at.sidebar.text_input(key="tp_data_path").input(str(tmp_path / "nothing"))

@@ -4,7 +4,9 @@ Retry button, and fills in once it is done; other pages point to the Overview me
 
 The job and its state are :mod:`viz_app.bootstrap`'s (files on disk): the panel only starts and
 watches it, so a reload, a second visitor or a restarted server sees the same job, and two visitors
-clicking at once start one render.
+clicking at once start one render. Only a visitor who may write (:mod:`viz_app.guard`) sees the
+buttons, and :func:`start_setup` checks again; the set-up counts as one of the server's
+``SFRS_STUDIO_MAX_TRAININGS`` background jobs.
 """
 from __future__ import annotations
 
@@ -13,8 +15,11 @@ from collections.abc import Iterable
 
 import streamlit as st
 
+from sfrs_core.training.background import list_jobs
+from viz_app.access import max_trainings
 from viz_app.bootstrap import (DEFAULT_PRESET, STAGE_TITLES, BootstrapStatus, bootstrap_status, is_default_synthcity,
                                is_rendered, setup_needed, start_bootstrap, state_dir, synth_preset)
+from viz_app.guard import AccessError, may_write, require_write
 
 REFRESH_S = 1.0  # seconds between two looks at a running job
 START_LABEL = "Render SynthCity and prepare the runs"
@@ -44,13 +49,30 @@ def setup_notice(data: str) -> None:
                 icon=":material/info:")
 
 
-def _start(data: str, run_dirs: tuple[str, ...]) -> None:
+def start_setup(data: str, run_dirs: tuple[str, ...]) -> bool:
+    """Start the set-up job for this visitor; False, with the reason on the page, when they may not
+    write or the server's background jobs are all taken (trainings in the training folder, the
+    last of ``run_dirs``)."""
     try:
+        require_write()
+        alive = [j for j in list_jobs(run_dirs[-1]) if j.alive] if run_dirs else []
+        if len(alive) >= max_trainings():
+            st.error(f"Not started: a training is running ({len(alive)} of at most {max_trainings()} background "
+                     f"jobs); the set-up can start when it ends.")
+            return False
         start_bootstrap(data, run_dirs)
+    except AccessError as err:
+        st.error(str(err))
+        return False
     except OSError as err:
         st.error(f"Could not start the set-up: {err}")
-        return
-    st.rerun()  # the whole app: the panel comes back refreshing itself
+        return False
+    return True
+
+
+def _start(data: str, run_dirs: tuple[str, ...]) -> None:
+    if start_setup(data, run_dirs):
+        st.rerun()  # the whole app: the panel comes back refreshing itself
 
 
 def _running(s: BootstrapStatus) -> None:
@@ -68,7 +90,7 @@ def _failed(s: BootstrapStatus, data: str, run_dirs: tuple[str, ...]) -> None:
     tail = s.log_tail()
     if tail:
         st.code(tail, language=None)
-    if st.button("Retry", key="bs_retry", type="primary", icon=":material/refresh:"):
+    if may_write() and st.button("Retry", key="bs_retry", type="primary", icon=":material/refresh:"):
         _start(data, run_dirs)
 
 
@@ -79,6 +101,9 @@ def _offer(data: str, run_dirs: tuple[str, ...]) -> None:
             f"missing). The app can render it (the `{preset}` preset{cost}) and prepare the runs (database "
             f"indexes and attention summaries: a few minutes), in the background, the same as `make demo-data` "
             f"and `make prepare`. Everything appears here when it is done.", icon=":material/location_city:")
+    if not may_write():
+        st.caption("Setting it up is not open to visitors of this server.")
+        return
     if st.button(START_LABEL, key="bs_start", type="primary", icon=":material/play_arrow:"):
         _start(data, run_dirs)
 

@@ -23,14 +23,20 @@ from pathlib import Path
 from sfrs_core.io import atomic_write_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
-CACHE_ENV = "SFRS_STUDIO_CACHE"  # the app's disk cache folder (default: .cache/ in the checkout)
+CACHE_ENV = "SFRS_STUDIO_CACHE"  # the app's disk cache folder (default: see cache_dir)
 MAX_FILES = 1000  # about 100 MB of figures
 _CODE = ("sfrs_core/figures/*.py", "sfrs_core/explain/*.py", "viz_app/map.py")  # what draws them
 
 
 def cache_dir() -> Path:
-    """Where they are kept: ``$SFRS_STUDIO_CACHE/figures`` or ``.cache/figures`` in the checkout."""
-    return Path(os.environ.get(CACHE_ENV) or ROOT / ".cache") / "figures"
+    """Where they are kept: ``$SFRS_STUDIO_CACHE/figures``, else ``.cache/figures`` in the checkout
+    the app runs from, else (an installed package) ``~/.cache/sfrs-studio/figures``."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env) / "figures"
+    if (ROOT / "pyproject.toml").is_file():
+        return ROOT / ".cache" / "figures"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sfrs-studio" / "figures"
 
 
 @lru_cache(maxsize=1)

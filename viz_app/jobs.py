@@ -6,6 +6,10 @@ New runs are written to the *training folder*: the last entry of ``SFRS_STUDIO_R
 (``runs/`` by default, after the read-only ``assets/demo``). Only that folder must be writable;
 every run folder in it shows in the Train page's list, and its finished generations in every
 page's run list (which scans all of ``SFRS_STUDIO_RUN_DIRS`` on each rerun).
+
+A dataset path a visitor types is read only inside the server's data roots
+(:func:`viz_app.access.inside_data_roots`), and any other path gets one fixed answer
+(:data:`~viz_app.access.OUTSIDE_ROOTS`); the datasets of the runs found are the server's own.
 """
 from __future__ import annotations
 
@@ -14,12 +18,18 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import logging
+
 from sfrs_core.data import DatasetError
 from sfrs_core.losses import LOSS_TYPES
 from sfrs_core.models.backbones import TRUNKS, shipped_mobilenet_v2_file
 from sfrs_core.training.config import TrainConfig
 from sfrs_core.training.presets import PRESETS
+from viz_app.access import OUTSIDE_ROOTS, inside_data_roots, max_trainings
 from viz_app.state import dataset, run_dirs, runs
+
+LOG = logging.getLogger("sfrs_studio.jobs")
+UNREADABLE = "This dataset cannot be read (the server's log says why)."
 
 DEFAULT_DATA = "data/synthcity"
 APP_PRESETS = ("tiny", "demo", "paper")  # the sidebar offers the first two (CPU-sized)
@@ -64,18 +74,42 @@ def canonical_data(path: str) -> str:
     return next((o for o in dataset_options() if _same_path(o, path)), os.path.normpath(path) if path else path)
 
 
+def typed_path_problem(path: str) -> str | None:
+    """:data:`~viz_app.access.OUTSIDE_ROOTS` for a typed dataset path outside the data roots (checked
+    before anything reads it), else None."""
+    return None if inside_data_roots(path) is not None else OUTSIDE_ROOTS
+
+
 def dataset_problem(path: str, splits: tuple[str, ...] = ("train", "val")) -> str | None:
-    """Why ``path`` cannot be trained on (the reader's message), or None when it can."""
+    """Why ``path`` cannot be trained on (the reader's message, naming the file), or None when it
+    can. A path that is not one of the runs' datasets must lie in the data roots; anything but a
+    dataset error (a permission, a disk error) is one line here and its traceback in the log."""
     if not path.strip():
         return "Choose a dataset folder (or a .mat file)."
+    if path not in dataset_options():
+        problem = typed_path_problem(path)
+        if problem:
+            return problem
     try:
         ds = dataset(path)
     except DatasetError as err:
         return f"{err}"
+    except Exception:  # noqa: BLE001 - the visitor gets one line, the log the traceback
+        LOG.exception("reading the dataset %r", path)
+        return UNREADABLE
     missing = [s for s in splits if s not in ds.splits]
     if missing:
         return f"{path}: the dataset has no {' / '.join(missing)} split (it has {', '.join(sorted(ds.splits))}); training needs train and val."
     return None
+
+
+def job_slots() -> int:
+    """Background trainings that may start now beside the live ones (``SFRS_STUDIO_MAX_TRAININGS``,
+    the set-up job counted among them)."""
+    from viz_app.bootstrap import bootstrap_status, state_dir
+
+    setup = 1 if bootstrap_status(state_dir(DEFAULT_DATA)).alive else 0
+    return max_trainings() - setup
 
 
 def free_run_name(base: str, folder: Path | None = None) -> str:
@@ -129,4 +163,5 @@ def parse_temperatures(text: str) -> tuple[float, ...]:
 
 
 __all__ = ["APP_PRESETS", "DEFAULT_DATA", "LOSS_TYPES", "TRUNKS", "TrainOptions", "canonical_data", "dataset_options",
-           "dataset_problem", "free_run_name", "offline_weights", "parse_temperatures", "preset_config", "training_dir"]
+           "dataset_problem", "free_run_name", "job_slots", "offline_weights", "parse_temperatures", "preset_config",
+           "training_dir", "typed_path_problem"]

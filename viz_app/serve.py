@@ -1,19 +1,30 @@
-"""Start the app the way ``make app`` does: ``streamlit run app.py`` in this process, with the heavy
-libraries (torch, torchvision, grad-cam, matplotlib, plotly, folium, faiss: about 5 s on 2 cores)
-imported first, so the first page a visitor opens paints in a couple of seconds instead of paying
-for them. Usage: ``python -m viz_app.serve [streamlit options, e.g. --server.port 8502]``.
+"""``sfrs-studio`` (``python -m viz_app.serve``, ``make app``): the app's server.
+
+``streamlit run app.py`` in this process, with the heavy libraries (torch, torchvision, grad-cam,
+matplotlib, plotly, folium, faiss: about 5 s on 2 cores) imported first, so the first page a visitor
+opens paints in a couple of seconds instead of paying for them.
+
+It listens on 127.0.0.1 unless told otherwise (``--host ADDR``, ``--expose`` for every interface;
+a ``--server.address`` of the user's own wins). Opened up, it is a viewer unless
+``SFRS_STUDIO_TOKEN`` is set, and it refuses to start in full mode without a token (exit 2); it
+answers only to the host names of :func:`viz_app.access.allowed_hosts` and shows visitors no
+traceback (:mod:`viz_app.access` has the whole policy). Every other argument is Streamlit's
+(``--server.port 8502``). Usage: ``sfrs-studio [--expose | --host ADDR] [--runs-dir DIR]
+[--data-root DIR] [streamlit options]``.
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import gc
+import os
 import importlib
 import sys
 import threading
 import time
 from pathlib import Path
 
-APP = Path(__file__).resolve().parents[1] / "app.py"
+APP = Path(__file__).resolve().parent / "app.py"  # package data, with app_pages/, static/ and .streamlit/ beside it
 
 # What the pages import; the torchvision shim must come before torchvision and grad-cam. Nothing
 # that imports streamlit (viz_app): imported before `streamlit run` sets the server up, it loses
@@ -119,7 +130,95 @@ def import_app_modules(timeout_s: float = 120.0) -> threading.Thread:
     return thread
 
 
+LOOPBACK = "127.0.0.1"
+EVERY_INTERFACE = "0.0.0.0"
+EXIT_REFUSED = 2
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="sfrs-studio", allow_abbrev=False, description="Serve SFRS Studio (the Streamlit app). Listens on 127.0.0.1 unless told "
+        "otherwise; any further argument is Streamlit's own (e.g. --server.port 8502).",
+        epilog="Exposed (--expose, --host), the app is read-only (viewer mode) unless SFRS_STUDIO_TOKEN is set, "
+               "whose value visitors type to unlock training; SFRS_STUDIO_MODE=full without a token is refused. "
+               "Environment: SFRS_STUDIO_MODE, SFRS_STUDIO_TOKEN, SFRS_STUDIO_ALLOWED_HOSTS, SFRS_STUDIO_DATA_ROOTS, "
+               "SFRS_STUDIO_RUN_DIRS, SFRS_STUDIO_MAX_TRAININGS, SFRS_STUDIO_MAX_HEAVY, SFRS_STUDIO_CACHE.")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--host", metavar="ADDR", help="the address to listen on (default 127.0.0.1: this machine only)")
+    where.add_argument("--expose", action="store_true", help="listen on every interface (0.0.0.0)")
+    p.add_argument("--viewer", action="store_true", help="viewer mode whatever the address (SFRS_STUDIO_MODE=viewer)")
+    p.add_argument("--runs-dir", action="append", metavar="DIR",
+                   help="a folder of run folders (repeatable; the last is where new runs go; default: assets/demo "
+                        "and runs of the working folder; SFRS_STUDIO_RUN_DIRS)")
+    p.add_argument("--data-root", action="append", metavar="DIR",
+                   help="a folder typed dataset paths may lie in (repeatable; default: data of the working folder; "
+                        "SFRS_STUDIO_DATA_ROOTS)")
+    p.add_argument("--cache-dir", metavar="DIR", help="the app's disk cache of figures (SFRS_STUDIO_CACHE)")
+    return p
+
+
+def _given(streamlit_args: list[str], option: str) -> str | None:
+    """The value of ``--option VALUE`` / ``--option=VALUE`` among Streamlit's arguments (last wins)."""
+    value = None
+    for i, arg in enumerate(streamlit_args):
+        if arg == option and i + 1 < len(streamlit_args):
+            value = streamlit_args[i + 1]
+        elif arg.startswith(option + "="):
+            value = arg.split("=", 1)[1]
+    return value
+
+
+def server_arguments(argv: list[str], env: dict[str, str] | None = None) -> tuple[list[str], str | None]:
+    """Streamlit's arguments for ``sfrs-studio ARGV`` (the address, allowed hosts, no tracebacks when
+    exposed, then the user's own), and why it must not start (one line), or None. Sets the
+    environment variables its flags name in ``env`` (default ``os.environ``)."""
+    env = os.environ if env is None else env
+    args, rest = parser().parse_known_args(argv)
+    for flag, name in ((args.runs_dir, "SFRS_STUDIO_RUN_DIRS"), (args.data_root, "SFRS_STUDIO_DATA_ROOTS")):
+        if flag:
+            env[name] = os.pathsep.join(os.path.abspath(d) for d in flag)
+    if args.cache_dir:
+        env["SFRS_STUDIO_CACHE"] = os.path.abspath(args.cache_dir)
+    if args.viewer:
+        env["SFRS_STUDIO_MODE"] = "viewer"
+    from viz_app.access import allowed_hosts, exposure_problem, policy  # no Streamlit in it
+
+    address = _given(rest, "--server.address")
+    extra = []
+    if address is None:
+        address = args.host or (EVERY_INTERFACE if args.expose else LOOPBACK)
+        extra += ["--server.address", address]
+    problem = exposure_problem(address, env)
+    if problem:
+        return [], problem
+    if _given(rest, "--server.allowedHosts") is None:
+        for host in allowed_hosts(address, env):
+            extra += ["--server.allowedHosts", host]
+    if policy(address, env).exposed and _given(rest, "--client.showErrorDetails") is None:
+        extra += ["--client.showErrorDetails", "none"]  # tracebacks go to the server's log only
+    return [*extra, *rest], None
+
+
+def server_log() -> None:
+    """The app's own events (jobs started and stopped and by whom, refused hosts, token unlocks,
+    tracebacks of failed reads) on the server's standard error."""
+    import logging
+
+    log = logging.getLogger("sfrs_studio")
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
+    streamlit_args, problem = server_arguments(sys.argv[1:] if argv is None else argv)
+    if problem:
+        print(f"sfrs-studio: {problem}", file=sys.stderr)
+        return EXIT_REFUSED
+    server_log()
     limit_malloc_arenas()
     preload()
     server_threads()
@@ -133,10 +232,13 @@ def main(argv: list[str] | None = None) -> int:
     gc.freeze()
     from streamlit.web import cli
 
+    from viz_app import host_guard
+
+    host_guard.install()
     skip_direct_run_check()
     import_app_modules()
 
-    sys.argv = ["streamlit", "run", str(APP), *(sys.argv[1:] if argv is None else argv)]
+    sys.argv = ["streamlit", "run", str(APP), *streamlit_args]
     return cli.main()
 
 

@@ -14,6 +14,7 @@ import streamlit as st
 
 from sfrs_core.data import DatasetError, shared_dataset
 from sfrs_core.runs import Run, app_run_dirs, discover_runs, open_run, run_problem
+from viz_app.widgets import md_escape
 
 
 def run_dirs() -> tuple[str, ...]:
@@ -50,9 +51,10 @@ def broken_runs() -> list[tuple[Run, str]]:
     return _checked_runs()[1]
 
 
-@st.cache_resource(show_spinner="Reading the dataset…")
+@st.cache_resource(show_spinner="Reading the dataset…", max_entries=8)
 def dataset(path: str):
-    """The dataset at ``path``, read once per server (:func:`sfrs_core.data.shared_dataset`)."""
+    """The dataset at ``path``, read once per server (:func:`sfrs_core.data.shared_dataset`); at
+    most 8 kept (the runs' datasets, and paths visitors typed inside the data roots)."""
     return shared_dataset(path)
 
 
@@ -158,8 +160,10 @@ def sidebar(setup: bool = False) -> Selection | None:
     rendered yet (or being set up), pages say so and point to the Overview, which passes ``setup``
     and draws the set-up panel itself (:mod:`viz_app.bootstrap_panel`)."""
     sel = _choices(setup)
+    from viz_app.guard import access_panel
     from viz_app.train_panel import training_panel
 
+    access_panel()
     training_panel(sel)
     return sel
 
@@ -171,7 +175,7 @@ def _choices(setup: bool = False) -> Selection | None:
     if broken:
         with st.sidebar.expander(f"{len(broken)} run(s) skipped", icon=":material/warning:"):
             for run, problem in broken:
-                st.markdown(f"**{run.name}**: {problem}")
+                st.markdown(f"**{md_escape(run.name)}**: {md_escape(problem)}")
     if not all_runs:
         st.info("No trained runs found in " + ", ".join(f"`{d}`" for d in run_dirs())
                 + ". Train one with `python -m sfrs_core train` or restore `assets/demo`.")

@@ -10,6 +10,7 @@ reload or a second browser tab shows the same run. The process itself is
 from __future__ import annotations
 
 import json
+import logging
 import time
 from functools import partial
 from pathlib import Path
@@ -19,15 +20,18 @@ import streamlit as st
 
 from sfrs_core.data import DatasetError
 from sfrs_core.figures import training_curves
-from sfrs_core.training.background import (JobStatus, TrainingBusyError, job_status, list_jobs, resume_training,
-                                           running_job, start_training, stop_training)
+from sfrs_core.training.background import (JobStatus, NotYourJobError, TrainingBusyError, check_run_name, job_status,
+                                           list_jobs, resume_training, running_job, start_training, stop_training)
 from sfrs_core.runs import Run
 from sfrs_core.training.metrics_log import final_recalls
 from sfrs_core.training.trainer import RunExistsError
-from viz_app.jobs import TrainOptions, canonical_data, dataset_options, dataset_problem, free_run_name, training_dir
+from viz_app.guard import AccessError, may_write, owner, require_write, started_by
+from viz_app.jobs import (TrainOptions, canonical_data, dataset_options, dataset_problem, free_run_name, job_slots,
+                          training_dir)
 from viz_app.state import Selection, run_metrics
-from viz_app.widgets import cached_figure
+from viz_app.widgets import cached_figure, md_escape
 
+LOG = logging.getLogger("sfrs_studio.jobs")  # who started, stopped or resumed what: the server's log
 REFRESH_S = 2.0  # seconds between two looks at a live run (the Train page's monitor)
 SIDEBAR_REFRESH_S = 5.0  # the sidebar's glance, on every page of every visitor: cheaper for many visitors
 FORCE_AFTER_S = 15.0  # offer "Force stop" when a stop has not finished after this long
@@ -133,30 +137,56 @@ def progress_bars(s: JobStatus, compact: bool = False) -> None:
         st.caption(f"Now: {stage}")
 
 
+def stop_job(s: JobStatus, force: bool = False) -> bool:
+    """Stop ``s`` for this visitor: only one who may write, and on a server with a token only the
+    session that started the job (else the command line: ``python -m sfrs_core stop``)."""
+    try:
+        require_write()
+        stopped = stop_training(s.path, force=force, owner=owner())
+    except (AccessError, NotYourJobError) as err:
+        LOG.warning("refused to stop %s for %s: %s", s.path, started_by(), err)
+        st.error(md_escape(err))
+        return False
+    LOG.info("%s %s for %s", "force-stopped" if force else "stopped", s.path, started_by())
+    return stopped
+
+
+def resume_job(s: JobStatus) -> bool:
+    """Resume ``s`` in the background for this visitor (who then owns the job)."""
+    try:
+        require_write()
+        resume_training(s.path, owner=owner(), started_by=started_by(), max_alive=job_slots())
+    except (AccessError, TrainingBusyError, ValueError, FileNotFoundError) as err:
+        st.error(md_escape(err))
+        return False
+    LOG.info("resumed %s for %s", s.path, started_by())
+    return True
+
+
 def _stop_button(s: JobStatus, key: str) -> None:
     if s.state != "stopping":
         if st.button("Stop", key=f"{key}_stop", help="Stop now; the run can be resumed from its last checkpoint"):
-            stop_training(s.path)
-            st.rerun()
+            if stop_job(s):
+                st.rerun()
         return
     if time.time() - (s.stop_requested or time.time()) > FORCE_AFTER_S:
         if st.button("Force stop", key=f"{key}_kill", help="Kill the process (SIGKILL); it resumes from its last checkpoint"):
-            stop_training(s.path, force=True)
-            st.rerun()
+            if stop_job(s, force=True):
+                st.rerun()
 
 
 def controls(s: JobStatus, key: str) -> None:
-    """Stop (while alive) or Resume (when stopped / interrupted / failed) for one run."""
+    """Stop (while alive) or Resume (when stopped / interrupted / failed) for one run; nothing for a
+    visitor who may not write, and no Stop for a job another session owns."""
+    if not may_write():
+        return
     if s.alive:
-        _stop_button(s, key)
+        if owner() is None or s.owner == owner():
+            _stop_button(s, key)
     elif s.resumable:
         if st.button("Resume", key=f"{key}_resume", help="Continue from the last checkpoint (latest.pt)"):
-            try:
-                resume_training(s.path)
-            except (TrainingBusyError, ValueError, FileNotFoundError) as err:
-                st.error(str(err))
-                return
-            st.rerun()
+            if resume_job(s):
+                st.rerun()
 
 
 def problems(s: JobStatus) -> None:
@@ -187,14 +217,14 @@ def _rerun_when_done(s: JobStatus, key: str) -> None:
 def _sidebar_live(run_dir: Path) -> None:
     s = job_status(run_dir)
     _rerun_when_done(s, "tp")
-    st.markdown(f"**{s.name}** — {state_text(s)}")
+    st.markdown(f"**{md_escape(s.name)}** — {state_text(s)}")
     progress_bars(s, compact=True)
     controls(s, "tp")
 
 
 def _sidebar_dataset(selection: Selection | None) -> str:
     if selection is not None:
-        st.caption(f"Dataset: `{selection.data}` (the one chosen above)")
+        st.caption(f"Dataset: {md_escape(selection.data)} (the one chosen above)")
         return selection.data
     options = dataset_options()
     if options:
@@ -222,19 +252,29 @@ def _sidebar_start(selection: Selection | None) -> None:
 
 
 def start_job(name: str, opts: TrainOptions) -> bool:
-    """Validate and start a run in the training folder; errors are shown where this is called."""
+    """Validate and start a run in the training folder; errors are shown where this is called.
+    Refused, before anything is looked at on disk, for a visitor who may not write and for an
+    invalid run name."""
+    try:
+        require_write()
+        check_run_name(name)
+    except (AccessError, ValueError) as err:
+        st.error(f"Not started: {md_escape(err)}.")
+        return False
     problem = dataset_problem(opts.data)
     if problem:
-        st.error(problem)
+        st.error(md_escape(problem))
         return False
     try:
-        start_training(training_dir(), name, opts.args())
+        start_training(training_dir(), name, opts.args(), owner=owner(), started_by=started_by(),
+                       max_alive=job_slots())
     except TrainingBusyError as err:
-        st.error(f"Not started: {err}.")
+        st.error(f"Not started: {md_escape(err)}.")
         return False
     except (RunExistsError, DatasetError, ValueError, OSError) as err:
-        st.error(f"Not started: {err}")
+        st.error(f"Not started: {md_escape(err)}")
         return False
+    LOG.info("started %s in %s for %s", name, training_dir(), started_by())
     st.session_state["tr_watch"] = name
     return True
 
@@ -248,8 +288,10 @@ def training_panel(selection: Selection | None) -> None:
         busy = running_job(training_dir())
         if busy is not None:
             st.fragment(_sidebar_live, run_every=SIDEBAR_REFRESH_S)(busy.path)
-        else:
+        elif may_write():
             _sidebar_start(selection)
+        else:
+            st.caption("No training is running.")
 
 
 # ---------------------------------------------------------------------------- the Train page's monitor
@@ -267,7 +309,7 @@ def _describe(cfg: dict) -> str:
         return "configuration not written yet"
     model = cfg.get("model", {})
     temps = ", ".join(f"{t:g}" for t in cfg.get("temperatures", []))
-    return (f"`{cfg.get('data')}` · {model.get('trunk')} K={model.get('num_clusters')} · {cfg.get('loss')} · "
+    return (f"{md_escape(cfg.get('data'))} · {model.get('trunk')} K={model.get('num_clusters')} · {cfg.get('loss')} · "
             f"{cfg.get('generations')} generation(s) × {cfg.get('epochs')} epoch(s) · λ {cfg.get('lambda_soft')} · "
             f"temperatures {temps}")
 
@@ -288,7 +330,7 @@ def runs_table(jobs: list[JobStatus]) -> pd.DataFrame:
 
 def live_view(s: JobStatus) -> None:
     """One run: state, elapsed time and ETA, progress bars, stop / resume, problems, curves, recall."""
-    st.subheader(s.name)
+    st.subheader(md_escape(s.name))
     st.caption(_describe(_config(s.path)))
     p = s.progress
     elapsed = time.time() - s.started if s.alive and s.started else p.get("elapsed_s")
@@ -314,7 +356,7 @@ def live_view(s: JobStatus) -> None:
 def _monitor(folder: Path) -> None:
     jobs = list_jobs(folder)
     if not jobs:
-        st.info(f"No run in `{folder}` yet: start one above.")
+        st.info(f"No run in {md_escape(folder)} yet" + (": start one above." if may_write() else "."))
         return
     by_name = {j.name: j for j in jobs}
     if st.session_state.get("tr_watch") not in by_name:
@@ -324,7 +366,7 @@ def _monitor(folder: Path) -> None:
     s = by_name[watch]
     _rerun_when_done(s, "tr")
     live_view(s)
-    st.markdown(f"**Runs in `{folder}`**")
+    st.markdown(f"**Runs in {md_escape(folder)}**")
     st.dataframe(runs_table(jobs), hide_index=True, width="stretch")
 
 

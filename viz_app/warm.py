@@ -23,9 +23,9 @@ from sfrs_core.io import atomic_write_json
 from sfrs_core.runs import app_run_dirs, discover_runs, files_stamp
 from viz_app.figure_cache import ROOT, cache_dir, code_version
 
-APP = ROOT / "app.py"
-PAGES = ("app_pages/overview.py", "app_pages/retrieval.py", "app_pages/heatmaps.py", "app_pages/soft_labels.py",
-         "app_pages/map.py", "app_pages/upload.py", "app_pages/train.py")
+APP = ROOT / "viz_app" / "app.py"
+PAGES = tuple(f"app_pages/{name}.py" for name in  # relative to APP's folder, as AppTest.switch_page takes them
+              ("overview", "retrieval", "heatmaps", "soft_labels", "map", "upload", "train"))
 
 
 def _marker() -> Path:
@@ -36,7 +36,7 @@ def fingerprint() -> str:
     """What the pages' first views depend on: the runs' files (their soft-label snapshots
     included), the figure code and the app's own sources."""
     digest = hashlib.sha256(code_version().encode())
-    for path in sorted([APP, *(ROOT / "viz_app").glob("*.py"), *(ROOT / p for p in PAGES)]):
+    for path in sorted([APP, *(ROOT / "viz_app").glob("*.py"), *(APP.parent / p for p in PAGES)]):
         digest.update(path.name.encode() + path.read_bytes())
     for run in discover_runs(app_run_dirs()):
         snaps = run.path / "soft_labels"

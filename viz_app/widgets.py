@@ -1,6 +1,7 @@
 """Small reusable widgets: figure downloads and the query picker the pages share."""
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -12,6 +13,22 @@ from sfrs_core.figures import MIME_TYPES, figure_bytes
 from sfrs_core.retrieval.results import QueryResults
 
 FigureSource = Figure | Callable[[], Figure]
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>~$|&])")  # markup anywhere in a line (links, code, emphasis, HTML, LaTeX)
+_MD_LINE_START = re.compile(r"^(\s*)([#+=>-])")  # a heading, list, rule or quote when the text starts a block
+_MD_ORDERED = re.compile(r"^(\s*\d+)([.)])")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def md_escape(text: object) -> str:
+    """``text`` as itself in Streamlit markdown (``st.markdown``, ``st.error``…), for every string a
+    visitor typed or named (run names, paths, file names) and every error echoing one: the
+    characters of links, images, code, emphasis, HTML and LaTeX are backslash-escaped, as is a
+    heading, list or quote marker at the start; line breaks and other control characters become
+    one space, so nothing starts a new block. Ordinary punctuation (``.``, ``-``, ``:``, ``()``)
+    stays as it is, so messages read, and compare, as written."""
+    out = _MD_SPECIAL.sub(r"\\\1", _CONTROL.sub(" ", str(text)))
+    return _MD_ORDERED.sub(r"\1\\\2", _MD_LINE_START.sub(r"\1\\\2", out))
 
 
 def figure_downloads(fig: FigureSource, stem: str, key: str) -> None:
@@ -101,8 +118,16 @@ def map_tiles_choice(key: str) -> str:
 
 def progress_button(label: str, key: str, work: Callable[[Callable[[int, int], None]], object]) -> None:
     """A button that runs ``work(on_progress)`` under a progress bar (``on_progress(done, total)``),
-    then reruns the page (the result is expected to be cached by then)."""
+    then reruns the page (the result is expected to be cached by then). Not drawn for a visitor who
+    may not write (the work fills caches on disk); one of the server's heavy slots while it runs."""
+    from viz_app.guard import heavy, may_write
+
+    if not may_write():
+        return
     if st.button(label, key=key, icon=":material/play_arrow:"):
-        bar = st.progress(0.0)
-        work(lambda done, total: bar.progress(done / max(total, 1), text=f"{done} / {total} images"))
+        with heavy() as go:
+            if not go:
+                return
+            bar = st.progress(0.0)
+            work(lambda done, total: bar.progress(done / max(total, 1), text=f"{done} / {total} images"))
         st.rerun()

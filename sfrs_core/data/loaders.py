@@ -14,6 +14,10 @@ from .tokyo import read_tokyo247_mat
 from .vpr_folder import read_vpr_folder
 
 FORMATS = ("vpr_folder", "pittsburgh", "tokyo247", "exif")
+#: Folders and files looked at, at most, while searching a folder for a first photo (format
+#: detection): a path such as a home folder or a disk's root gives an error in a second or so,
+#: not a walk of every file on the machine.
+DETECT_WALK_LIMIT = 200_000
 
 
 def _find_tokyo_mat(folder: Path) -> Path | None:
@@ -25,11 +29,16 @@ def _find_tokyo_mat(folder: Path) -> Path | None:
     return None
 
 
-def _has_photos(folder: Path) -> bool:
+def _has_photos(folder: Path, limit: int | None = None) -> bool:
+    limit, seen = DETECT_WALK_LIMIT if limit is None else limit, 0
     for _, dirnames, filenames in os.walk(folder):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         if any(is_image_name(n) and not n.startswith(".") for n in filenames):
             return True
+        seen += len(dirnames) + len(filenames)
+        if seen > limit:
+            raise DatasetError(folder, f"unknown dataset format: no images/ folder, no .mat file, and no photo "
+                                       f"among the first {limit:,} entries searched; is this the dataset's folder?")
     return False
 
 

@@ -26,9 +26,13 @@ the app asks for a page, the page gets the cores first and the training takes ev
 so the app stays responsive while a model trains on the same machine (``bench/load.py`` measures
 it) and a training on an otherwise idle machine runs at full speed.
 
-One job at a time per training folder: :func:`start_training` refuses (:class:`TrainingBusyError`,
-naming the run) while any run in the folder is alive; the trainer's own lock refuses a second
-process on the same run.
+One job at a time per training folder by default: :func:`start_training` refuses
+(:class:`TrainingBusyError`, naming the run) while ``max_alive`` runs of the folder are alive; the
+trainer's own lock refuses a second process on the same run. A run name is checked
+(:data:`RUN_NAME`) before anything on disk is looked at.
+
+A job may have an *owner* (the app's session that started it, when the app asks for one): only
+that owner, or a caller that names none (the command line, ``python -m sfrs_core stop``), stops it.
 """
 from __future__ import annotations
 
@@ -36,6 +40,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -56,6 +61,16 @@ ALIVE_STATES = ("starting", "running", "stopping")
 NICENESS = 19  # CPU priority of a background training (0 = a visitor's page; 19 = lowest: only idle CPU)
 _START_LOCK = ".start.lock"
 _CHILDREN: dict[int, subprocess.Popen] = {}  # processes this interpreter started (polled, so never zombies)
+#: A run name: a plain folder name of at most 64 characters (no path, no dot first, nothing to escape)
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+RUN_NAME_RULE = ("a run name is 1 to 64 letters, digits, '_', '.' or '-', starting with a letter or digit")
+
+
+def check_run_name(run: str) -> str:
+    """``run`` when it is a valid run name (:data:`RUN_NAME`), else ValueError (which does not repeat it)."""
+    if not isinstance(run, str) or RUN_NAME.fullmatch(run) is None:
+        raise ValueError(RUN_NAME_RULE)
+    return run
 
 
 class TrainingBusyError(RuntimeError):
@@ -73,6 +88,7 @@ class JobStatus:
     started: float | None = None
     error: str | None = None
     stop_requested: float | None = None  # when a stop was asked for (epoch seconds)
+    owner: str | None = None  # who may stop it besides the command line (see start_training)
 
     @property
     def name(self) -> str:
@@ -172,13 +188,16 @@ def job_status(run_dir: str | os.PathLike) -> JobStatus:
                 state = "stopping" if stop_asked and job.get("pid") == pid else "running"
             else:
                 state = "interrupted"
-        return JobStatus(run_dir, state, pid, prog, started, error, stop_asked if job.get("pid") == pid else None)
+        ours = job.get("pid") == pid
+        return JobStatus(run_dir, state, pid, prog, started, error, stop_asked if ours else None,
+                         job.get("owner") if ours else None)
     if job:
         pid = job.get("pid")
         if pid_alive(pid, started):
-            return JobStatus(run_dir, "stopping" if stop_asked else "starting", pid, prog, started, None, stop_asked)
+            return JobStatus(run_dir, "stopping" if stop_asked else "starting", pid, prog, started, None, stop_asked,
+                             job.get("owner"))
         if stop_asked:
-            return JobStatus(run_dir, "stopped", pid, prog, started, None, stop_asked)
+            return JobStatus(run_dir, "stopped", pid, prog, started, None, stop_asked, job.get("owner"))
         return JobStatus(run_dir, "failed", pid, prog, started,
                          "the training process ended before training began; see the end of train.log")
     # trained elsewhere and never reported (e.g. an exported run)
@@ -234,12 +253,17 @@ def _child_env() -> dict[str, str]:
 
 
 def start_training(training_dir: str | os.PathLike, run: str, args: Sequence[str] = (), *,
-                   resume: bool = False) -> JobStatus:
+                   resume: bool = False, owner: str | None = None, started_by: str | None = None,
+                   max_alive: int = 1) -> JobStatus:
     """Start ``python -m sfrs_core train --run RUN --runs-dir TRAINING_DIR ARGS`` in the background.
 
     ``args`` are further ``train`` flags (``--data``, ``--preset``, overrides); with ``resume``
     the run continues from its ``latest.pt`` with its own config (``args`` are not used).
-    Raises :class:`TrainingBusyError` while any run of ``training_dir`` is alive,
+    ``owner`` (the app's session) is recorded in ``job.json``, and then only it or the command
+    line stops the job (:func:`stop_training`); ``started_by`` says who in words (default: this
+    process). ``run`` is checked (:func:`check_run_name`) before any file is looked at.
+    Raises ValueError for an invalid run name,
+    :class:`TrainingBusyError` while ``max_alive`` runs of ``training_dir`` are alive,
     :class:`~sfrs_core.training.RunExistsError` for a new run whose name is taken,
     ``FileNotFoundError`` / ``ValueError`` for a resume of no run / of a finished run, and
     ``ValueError`` for invalid flags (checked here with the command's own parser).
@@ -247,6 +271,7 @@ def start_training(training_dir: str | os.PathLike, run: str, args: Sequence[str
     from .options import config_from_argv
     from .trainer import RunExistsError
 
+    check_run_name(run)
     base = Path(training_dir)
     run_dir = base / run
     argv = ["train", "--run", run, "--runs-dir", str(base), "--quiet"]
@@ -263,10 +288,12 @@ def start_training(training_dir: str | os.PathLike, run: str, args: Sequence[str
         argv += list(args)
     base.mkdir(parents=True, exist_ok=True)
     with _start_lock(base):
-        busy = running_job(base)
-        if busy is not None:
-            raise TrainingBusyError(f"{busy.name!r} is being trained ({busy.state}) in {base}; one training at a "
-                                    f"time: stop it or wait for it to finish")
+        alive = [s for s in list_jobs(base) if s.alive]
+        if len(alive) >= max_alive:
+            busy = alive[0]
+            at_once = "one training at a time" if max_alive == 1 else f"{max_alive} trainings at a time"
+            raise TrainingBusyError(f"{busy.name!r} is being trained ({busy.state}) in {base}; {at_once}: stop it "
+                                    f"or wait for it to finish")
         run_dir.mkdir(exist_ok=True)
         started = time.time()
         with open(run_dir / LOG_FILE, "a" if resume else "w") as log:
@@ -275,22 +302,42 @@ def start_training(training_dir: str | os.PathLike, run: str, args: Sequence[str
         _CHILDREN[proc.pid] = proc
         with contextlib.suppress(OSError):  # set before torch starts its threads, which inherit it
             os.setpriority(os.PRIO_PROCESS, proc.pid, NICENESS)
-        atomic_write_json(run_dir / JOB_FILE, {"pid": proc.pid, "started": started, "argv": argv, "resume": resume})
+        atomic_write_json(run_dir / JOB_FILE, {
+            "pid": proc.pid, "started": started, "argv": argv, "resume": resume, "owner": owner,
+            "started_by": started_by or f"{_user()} (process {os.getpid()}, {Path(sys.argv[0]).name or 'python'})"})
     return job_status(run_dir)
 
 
-def resume_training(run_dir: str | os.PathLike) -> JobStatus:
-    """Continue a stopped, interrupted or failed run in the background (see :func:`start_training`)."""
+def _user() -> str:
+    import getpass
+
+    with contextlib.suppress(Exception):
+        return getpass.getuser()
+    return "unknown user"
+
+
+def resume_training(run_dir: str | os.PathLike, **kwargs: Any) -> JobStatus:
+    """Continue a stopped, interrupted or failed run in the background (see :func:`start_training`,
+    whose ``owner``, ``started_by`` and ``max_alive`` it takes)."""
     run_dir = Path(run_dir)
-    return start_training(run_dir.parent, run_dir.name, resume=True)
+    return start_training(run_dir.parent, run_dir.name, resume=True, **kwargs)
 
 
-def stop_training(run_dir: str | os.PathLike, *, force: bool = False) -> bool:
-    """Ask the run's process to stop (SIGTERM; SIGKILL with ``force``); False if none is alive."""
+class NotYourJobError(PermissionError):
+    """A stop asked for by someone other than the job's owner (or the command line)."""
+
+
+def stop_training(run_dir: str | os.PathLike, *, force: bool = False, owner: str | None = None) -> bool:
+    """Ask the run's process to stop (SIGTERM; SIGKILL with ``force``); False if none is alive.
+    With ``owner`` (an app session), :class:`NotYourJobError` unless that session started the job;
+    without one (the command line), any job stops."""
     run_dir = Path(run_dir)
     status = job_status(run_dir)
     if not status.alive or status.pid is None:
         return False
+    if owner is not None and status.owner != owner:
+        raise NotYourJobError("this run was started by another visitor's session: only that session, or "
+                              "`python -m sfrs_core stop` on the server, can stop it")
     job = _read_json(run_dir / JOB_FILE)
     if job.get("pid") == status.pid and not job.get("stop_requested"):
         atomic_write_json(run_dir / JOB_FILE, {**job, "stop_requested": time.time()})

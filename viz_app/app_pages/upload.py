@@ -17,7 +17,7 @@ from sfrs_core.figures.style import CORRECT_RADIUS_M, color_map
 from sfrs_core.retrieval.localize import localize
 from viz_app.map import DEFAULT_FOV_DEG, PinSet, pins_from_localization, retrieval_map, show_map
 from viz_app.state import dataset, index_bundle, model, selection_key, sidebar
-from viz_app.widgets import cached_figure, map_tiles_choice
+from viz_app.widgets import cached_figure, map_tiles_choice, md_escape
 
 FAR_M = 1000.0  # a photo this far from every database image was not taken in the dataset's area
 
@@ -57,16 +57,16 @@ digest = hashlib.sha256(data).hexdigest()
 try:
     photo = read_photo(data, upload.name, size=need)
 except PhotoError as err:
-    st.error(f"This photo cannot be used. {err}")
+    st.error(f"This photo cannot be used. {md_escape(err)}")
     st.stop()
 for note in photo.notes:
-    st.info(f"{photo.name}: {note}.")
+    st.info(f"{md_escape(photo.name)}: {md_escape(note)}.")
 decoded = time.perf_counter() - start
 found, searched = _localized(digest, tuple((str(c.run.path), c.generation) for c in choices), sel.split, k,
                              loaded, photo)
 elapsed = decoded + searched
 for warning in dict.fromkeys(w for loc in found for w in loc.warnings):  # once, though both models warn
-    st.warning(f"{photo.name} was localized, but {warning}.")
+    st.warning(f"{md_escape(photo.name)} was localized, but {md_escape(warning)}.")
 
 split = dataset(sel.data)[sel.split]
 labels = [c.label for c in choices]

@@ -12,6 +12,7 @@ from sfrs_core.explain.attention import class_shares
 from sfrs_core.explain.overlay import overlay
 from sfrs_core.figures import attention_bars, heatmap_grid
 from sfrs_core.prepare import attention_summary, cached_attention
+from viz_app.guard import heavy, may_write
 from viz_app.state import Choice, compared_results, pair_heatmaps, selection_key, sidebar
 from viz_app.widgets import cached_figure, figure_downloads, query_picker
 
@@ -92,13 +93,19 @@ with right:
     st.markdown(f"**Whole {sel.split} split** ({len(split.queries)} queries, each towards its own top-1)")
     if missing:
         todo = ", ".join(lab for lab, _ in missing)
-        if st.button(f"Compute for {todo} (about {0.2 * len(split.queries) * len(missing):.0f} s)", key="hm_whole"):
-            bar = st.progress(0.0)
-            for lab, c in missing:
-                attention_summary(
-                    c.run, c.generation, sel.split, method, place_split=split,
-                    on_progress=lambda done, total, lab=lab: bar.progress(done / total, text=f"{lab}: {done}/{total}"))
-            st.rerun()  # cached on disk now: redraw with the bars instead of the button
+        if not may_write():  # the summary is written to the run's cache: not for a viewer
+            st.caption(f"Not computed yet for {todo} on this server.")
+        elif st.button(f"Compute for {todo} (about {0.2 * len(split.queries) * len(missing):.0f} s)", key="hm_whole"):
+            with heavy() as go:
+                if go:
+                    bar = st.progress(0.0)
+                    for lab, c in missing:
+                        attention_summary(
+                            c.run, c.generation, sel.split, method, place_split=split,
+                            on_progress=lambda done, total, lab=lab: bar.progress(done / total,
+                                                                                  text=f"{lab}: {done}/{total}"))
+            if go:
+                st.rerun()  # cached on disk now: redraw with the bars instead of the button
     if not missing:
         cached_figure(("attention_split", *key[:-2], method), partial(attention_bars, whole, width="one"),
                       f"attention_{method}_{sel.split}", "hm_bw")

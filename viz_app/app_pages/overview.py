@@ -9,6 +9,7 @@ import streamlit as st
 from sfrs_core.explain.figure_set import figure_set_zip
 from sfrs_core.figures import recall_by_condition, recall_curves
 from viz_app.bootstrap_panel import failure_notice, setup_panel, setup_target
+from viz_app.guard import heavy
 from viz_app.state import run_dirs, runs, seed_statistics, sidebar
 from viz_app.widgets import cached_figure, figure_downloads
 
@@ -63,10 +64,12 @@ st.caption("The paper figure set for the two chosen models (recall curves, retri
 chosen = (sel.baseline, sel.other)
 export_key = (sel.split, *[(str(c.run.path), c.generation) for c in chosen])
 if st.button("Export paper figures", key="export_go", icon=":material/folder_zip:"):
-    with st.spinner("Writing the figure set (about a minute on the demo models)…"):
-        data = figure_set_zip([str(c.run.path) for c in chosen], split=sel.split,
-                              generations=[c.generation for c in chosen], progress=False)
-    st.session_state["export_zip"] = (export_key, data)
+    with heavy() as go:  # one of the server's few heavy slots, or "busy, try again"
+        if go:
+            with st.spinner("Writing the figure set (about a minute on the demo models)…"):
+                data = figure_set_zip([str(c.run.path) for c in chosen], split=sel.split,
+                                      generations=[c.generation for c in chosen], progress=False)
+            st.session_state["export_zip"] = (export_key, data)
 done = st.session_state.get("export_zip")
 if done and done[0] == export_key:
     st.download_button(f"Download sfrs_figures.zip ({len(done[1]) / 1e6:.1f} MB)", done[1], file_name="sfrs_figures.zip",

@@ -6,10 +6,12 @@ import streamlit as st
 from sfrs_core.losses import LOSS_TYPES
 from sfrs_core.models.backbones import TRUNKS
 from sfrs_core.training.background import running_job
+from viz_app.guard import may_write
 from viz_app.jobs import (APP_PRESETS, TrainOptions, canonical_data, dataset_options, dataset_problem, free_run_name,
                           offline_weights, parse_temperatures, preset_config, training_dir)
 from viz_app.state import sidebar
 from viz_app.train_panel import start_job, training_monitor
+from viz_app.widgets import md_escape
 
 LOSS_NAMES = {"sare_ind": "SARE-ind (the paper's)", "sare_joint": "SARE-joint", "triplet": "triplet (margin √0.1, as OpenIBL)"}
 OTHER = "Another path…"
@@ -17,13 +19,18 @@ OTHER = "Another path…"
 sel = sidebar()
 folder = training_dir()
 st.title("Train")
+if not may_write():  # viewer mode (or locked): the runs and their progress, no form
+    st.caption(f"Runs of {md_escape(folder)}: their progress, curves and recall. Starting, stopping and "
+               f"resuming trainings is not open to visitors of this server.")
+    training_monitor(folder)
+    st.stop()
 st.caption(f"Training runs in a background process: it goes on when you leave or reload this page, and one "
-           f"runs at a time. New runs are written to `{folder}`; finished generations appear in every page's "
-           f"run list.")
+           f"runs at a time. New runs are written to {md_escape(folder)}; finished generations appear in every "
+           f"page's run list.")
 
 busy = running_job(folder)
 if busy is not None:
-    st.info(f"`{busy.name}` is being trained; a new run can start when it ends (or is stopped below).")
+    st.info(f"{md_escape(busy.name)} is being trained; a new run can start when it ends (or is stopped below).")
 
 # Preset and dataset sit outside the form: the preset sets the form's defaults, the dataset is checked at once.
 left, right = st.columns(2)
@@ -38,7 +45,7 @@ data = right.text_input("Dataset path", key="tr_data_path", placeholder="folder 
 data = canonical_data(data)
 problem = dataset_problem(data) if data else None
 if problem:
-    right.error(problem)
+    right.error(md_escape(problem))
 
 cfg = preset_config(preset, data or "data")
 with st.form("tr_form"):
@@ -65,13 +72,13 @@ if submitted:
     try:
         temperatures = parse_temperatures(temps)
     except ValueError as err:
-        st.error(f"Not started: {err}")
+        st.error(f"Not started: {md_escape(err)}")
     else:
         run = name.strip() or free_run_name(f"{preset}-run")
         opts = TrainOptions(data, preset, loss=loss, generations=int(generations), epochs=int(epochs), trunk=trunk,
                             temperatures=temperatures, lambda_soft=float(lam))
         if start_job(run, opts):
-            st.success(f"Started `{run}` in the background.")
+            st.success(f"Started {md_escape(run)} in the background.")
 
 st.divider()
 training_monitor(folder)
