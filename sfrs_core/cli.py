@@ -208,10 +208,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     model, _ = load_model(args.checkpoint, device=_device(args.device))
     res = evaluate(model, ds[args.split], image_size=size, k=args.k, dedupe=args.dedupe, protocol=protocol,
                    batch_size=args.batch_size, progress=not args.quiet, run=str(args.checkpoint), dataset_root=ds.root,
-                   index_kind=_index_config(args), store=args.store, store_dtype=args.store_dtype)
+                   index_kind=_index_config(args), store=args.store, store_dtype=args.store_dtype, amp=args.amp)
     how = f" [protocol {protocol}: queries' shorter edge {max(size)}, database {size[0]}x{size[1]}, " \
           f"NMS over the top {res.meta['nms_window']}]" if protocol == "tokyo247" else ""
-    print(f"{args.checkpoint} on {ds.name}/{args.split}{how}: "
+    print(f"{args.checkpoint} on {ds.name}/{args.split}{how} ({res.meta['precision']}): "
           + ", ".join(f"R@{n} {100 * v:.1f}" for n, v in res.recall.items()))
     if args.save:
         res.save(args.save)
@@ -422,10 +422,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="spatial NMS: one hit per place (the dataset's place groups, else per database position)")
     p.add_argument("--protocol", default="auto", choices=["auto", "plain", "tokyo247"],
                    help="tokyo247: OpenIBL's Tokyo 24/7 protocol (queries' shorter edge = max(H, W), one at a time; "
-                        "NMS over folder groups in the top 12 x max N; default size 480 640); "
+                        "NMS over folder groups in the top 120 = OpenIBL's 12 x 10, whatever N is printed; "
+                        "default size 480 640); "
                         "auto (default): tokyo247 for a Tokyo 24/7 dataset, else plain")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto")
+    p.add_argument("--amp", action="store_true",
+                   help="extract in bf16/fp16 autocast (CUDA only; faster, not OpenIBL's numbers); default float32, "
+                        "as OpenIBL evaluates. The results record the precision")
     p.add_argument("--save", type=Path, help="write per-query results (.npz)")
     _add_scale_arguments(p)
     p.add_argument("--quiet", action="store_true")

@@ -63,6 +63,39 @@ class Run:
         return gens[-1]
 
     @property
+    def trunk_weights(self) -> dict[str, Any] | None:
+        """Where the run's trunk weights came from and their input normalisation, from its
+        ``trunk_weights.json`` (written by the trainer when it makes the initial weights, from
+        ``sfrs_core.models.backbones.weights_provenance``): keys ``trunk``, ``source`` ("file",
+        "torchvision" or "random"), ``path`` and ``sha256`` and ``bytes`` of the file loaded (None
+        for random), ``weights`` (torchvision's enum name, e.g. "VGG16_Weights.IMAGENET1K_V1"),
+        ``normalization`` {``name`` ("matconvnet"/"imagenet"), ``mean``, ``std``,
+        ``description``}, ``random_trunk`` (asked for with --random-trunk) and ``recorded``;
+        None for a run that predates the record."""
+        try:
+            return json.loads((self.path / "trunk_weights.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    @property
+    def trunk_weights_text(self) -> str:
+        """:attr:`trunk_weights` in a few words, e.g. ``'torchvision VGG16_Weights.IMAGENET1K_V1 ·
+        imagenet'``, ``'file 1a2b3c4d5e6f… · matconvnet'``, ``'random'``; ``'not recorded'`` for an
+        older run."""
+        rec = self.trunk_weights
+        if not rec:
+            return "not recorded"
+        norm = (rec.get("normalization") or {}).get("name")
+        source = rec.get("source")
+        if source == "file":
+            what = f"file {Path(str(rec.get('path') or '')).name} (sha256 {str(rec.get('sha256') or '')[:12]}…)"
+        elif source == "torchvision":
+            what = f"torchvision {rec.get('weights')}"
+        else:
+            what = "random" + (" (--random-trunk)" if rec.get("random_trunk") else "")
+        return f"{what} · {norm}" if norm and source != "random" else what
+
+    @property
     def kind(self) -> str:
         """'SARE' for a one-generation run, 'SFRS' otherwise (as trained, not as far as it got)."""
         return "SARE" if self.config.get("generations", 1) == 1 else "SFRS"

@@ -21,12 +21,18 @@ from .runs import Run
 
 #: Config keys that do not make two runs different experiments.
 SEED_FREE_KEYS = ("seed", "run", "runs_dir")
+#: Settings added to ``TrainConfig`` after runs were written, with the value those runs trained
+#: with: a run holding that value and one that predates the key are the same experiment.
+LATER_KEYS = {"random_trunk": False, "kmeans_init": "faiss", "tuples_per_batch_scope": "rank",
+              "per_rank_negative_cache": False}
 ALL = "all"
 
 
 def experiment_key(run: Run) -> str:
-    """The run's configuration without its seed, name and folder, as a canonical string."""
-    return json.dumps({k: v for k, v in run.config.items() if k not in SEED_FREE_KEYS}, sort_keys=True)
+    """The run's configuration without its seed, name and folder, as a canonical string (a
+    :data:`LATER_KEYS` setting at the value older runs trained with counts as absent)."""
+    return json.dumps({k: v for k, v in run.config.items()
+                       if k not in SEED_FREE_KEYS and not (k in LATER_KEYS and v == LATER_KEYS[k])}, sort_keys=True)
 
 
 @dataclass(frozen=True)

@@ -237,11 +237,11 @@ def test_evaluate_tokyo247_protocol_end_to_end(tokyo_root):
     split = ds["test"]
     assert default_protocol(ds) == "tokyo247"
     r = evaluate(ColourNet(), split, image_size=SIZE, protocol="tokyo247", device="cpu", progress=False)
-    # six folders -> k capped at 6, recall@1 and @5, NMS window 12 x 5 = 60 (the whole database here)
+    # six folders -> k capped at 6, recall@1 and @5, NMS window OpenIBL's 120 (the whole database here)
     assert r.k == 6 and sorted(r.recall) == [1, 5]
-    assert r.meta["protocol"] == "tokyo247" and r.meta["nms_window"] == 60 and r.meta["nms_groups"] == "dataset"
+    assert r.meta["protocol"] == "tokyo247" and r.meta["nms_window"] == 120 and r.meta["nms_groups"] == "dataset"
     assert r.meta["query_resize"] == "shorter_edge" and r.meta["dedupe"] is True
-    ref_ids, ref_correct = _reference(split, 60, 6)
+    ref_ids, ref_correct = _reference(split, 120, 6)
     np.testing.assert_array_equal(r.ids, ref_ids)
     np.testing.assert_array_equal(r.correct, ref_correct)
     groups = split.database.groups
@@ -284,7 +284,7 @@ def test_cli_evaluate_defaults_to_the_tokyo_protocol(tokyo_root, tmp_path, monke
     assert main(args) == 0
     assert "protocol tokyo247" in capsys.readouterr().out
     res = QueryResults.load(out)
-    assert res.meta["protocol"] == "tokyo247" and res.meta["nms_window"] == 60
+    assert res.meta["protocol"] == "tokyo247" and res.meta["nms_window"] == 120
     assert res.recall == {1: pytest.approx(2 / 3), 5: 1.0}
     assert main([*args, "--protocol", "plain"]) == 0  # plain: no NMS, all 12 database images ranked
     plain = QueryResults.load(out)

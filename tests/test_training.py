@@ -122,7 +122,7 @@ def test_sare_baseline_is_generation_0_and_exports_compactly(trained_run, tiny_c
 
     out = export_run(trained_run, tmp_path / "export" / "sare", generations=1)
     assert {p.name for p in out.iterdir()} == {"config.json", "metrics.jsonl", "gen0.pt", "results", "soft_labels",
-                                               "environment.json", "best.json", "manifest.json"}
+                                               "environment.json", "trunk_weights.json", "best.json", "manifest.json"}
     assert json.loads((out / "config.json").read_text())["generations"] == 1
     assert {r["generation"] for r in read_metrics(out / "metrics.jsonl")} == {0}
     assert (out / "gen0.pt").stat().st_size < 0.6 * (trained_run / "gen0.pt").stat().st_size  # fp16

@@ -28,13 +28,18 @@ and OpenIBL's released models) take pixel values 0-255 minus OpenIBL's exact mea
 Weights: mobilenet_v2's shipped checkpoint is copied (after a SHA-256 check) into torch's hub
 cache and loaded through torchvision's standard ``weights=`` API. Other ImageNet weights are used
 only when already in the hub cache, or when the caller passes ``allow_download=True``; otherwise
-the trunk is randomly initialised and one log line says so. ``trunk_weights`` names a local state
-dict of the trunk's layers (keys ``<i>.weight`` as ``body``'s, optionally prefixed ``base.``,
-``features.`` or ``module.``), read with ``weights_only=True``; it replaces the ImageNet weights.
+the trunk is randomly initialised and one log line says so, unless the caller passes
+``require_pretrained=True`` (training does): then :class:`TrunkWeightsError` says, in one line,
+which file is missing and how to give one (``--trunk-weights FILE``, ``import-weights``,
+``--random-trunk``). ``trunk_weights`` names a local state dict of the trunk's layers (keys
+``<i>.weight`` as ``body``'s, optionally prefixed ``base.``, ``features.`` or ``module.``), or a
+whole model whose trunk is taken (OpenIBL's ``vgg16_netvlad``: ``base_model.base.*``; one of our
+checkpoints, e.g. what ``import-weights`` writes: ``trunk.body.*``), read with
+``weights_only=True``; it replaces the ImageNet weights. ``Backbone.weights_source`` says where
+the weights came from (:func:`weights_provenance` adds the file's SHA-256 and the normalisation).
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 import os
@@ -48,6 +53,8 @@ import torch
 from torch import nn
 
 from sfrs_core._torchvision import torchvision
+from sfrs_core.errors import CheckpointError
+from sfrs_core.io import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +86,10 @@ MATCONVNET = Normalization(
     "matconvnet", (0.48501960784313836, 0.4579568627450961, 0.4076039215686255), (1 / 255, 1 / 255, 1 / 255))
 IMAGENET = Normalization("imagenet", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 NORMALIZATIONS = {n.name: n for n in (MATCONVNET, IMAGENET)}
+NORMALIZATION_DESCRIPTIONS = {
+    "matconvnet": "pixel values 0-255 minus OpenIBL's means x 255, no std (MatConvNet-converted VGG16)",
+    "imagenet": "ImageNet mean/std on [0, 1] pixels (torchvision's weights)",
+}
 
 
 class Backbone(nn.Module):
@@ -95,6 +106,7 @@ class Backbone(nn.Module):
         train_from: str,
         freeze_bn: bool = True,
         pretrained_loaded: bool = False,
+        weights_source: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.name = name
@@ -105,6 +117,8 @@ class Backbone(nn.Module):
         self.stages = dict(stages)  # stage name -> index of its first module in ``body``
         self.freeze_bn = freeze_bn
         self.pretrained_loaded = pretrained_loaded
+        #: where the weights came from: {"source": "file"|"torchvision"|"random", "path": ..., ...}
+        self.weights_source = dict(weights_source or {"source": "random", "path": None})
         self.train_from = train_from
         self._frozen_upto = 0
         self.set_trainable(train_from)
@@ -158,12 +172,7 @@ def _hub_checkpoint(url: str) -> Path:
 
 def _sha256_prefix_ok(path: Path) -> bool:
     """torchvision names checkpoints ``name-<first 8 hex digits of sha256>.pth``."""
-    prefix = path.stem.rsplit("-", 1)[-1]
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest().startswith(prefix)
+    return file_sha256(path).startswith(path.stem.rsplit("-", 1)[-1])
 
 
 def shipped_mobilenet_v2_file() -> Path | None:
@@ -197,86 +206,133 @@ def _install_shipped_mobilenet(weights: Any) -> Path | None:
         return source
 
 
-def _weights_state(weights: Any, trunk: str, allow_download: bool) -> dict[str, torch.Tensor] | None:
-    """ImageNet state dict through torchvision's weights API, or None (random init)."""
+class TrunkWeightsError(CheckpointError):
+    """A trunk's pretrained weights cannot be loaded and the caller required them (one line)."""
+
+
+def _torchvision_name(weights: Any) -> str:
+    """``VGG16_Weights.IMAGENET1K_V1`` for a torchvision weights enum member."""
+    return f"{type(weights).__name__}.{weights.name}"
+
+
+def missing_weights_message(trunk: str, weights: Any) -> str:
+    """The one line that refuses a run whose trunk's ImageNet weights are not on this machine."""
+    hub = _hub_checkpoint(weights.url)
+    openibl = (" (for VGG16 OpenIBL's MatConvNet vd16_offtheshelf_conv5_3_max.pth, as the paper)"
+               if trunk == "vgg16" else "")
+    return (f"{trunk}: no pretrained trunk weights: torchvision's {_torchvision_name(weights)} ({hub.name}) is not in "
+            f"the torch hub cache {hub.parent} and nothing is downloaded; pass --trunk-weights FILE{openibl}, "
+            f"or a model converted by `python -m sfrs_core import-weights`, or copy {hub.name} there; "
+            f"--random-trunk trains from random weights on purpose")
+
+
+def _weights_state(weights: Any, trunk: str, allow_download: bool,
+                   require: bool = False) -> tuple[dict[str, torch.Tensor] | None, dict[str, Any]]:
+    """ImageNet state dict through torchvision's weights API, or None (random init), and where it
+    came from (``weights_source``). ``require``: raise :class:`TrunkWeightsError` instead of
+    falling back to random weights."""
+    source = {"source": "torchvision", "weights": _torchvision_name(weights)}
     if trunk == "mobilenet_v2":
         path = _install_shipped_mobilenet(weights)
         if path is not None and path != _hub_checkpoint(weights.url):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    if _hub_checkpoint(weights.url).is_file() or allow_download:
-        return weights.get_state_dict(progress=allow_download, check_hash=True)
+            return torch.load(path, map_location="cpu", weights_only=True), {**source, "path": str(path)}
+    hub = _hub_checkpoint(weights.url)
+    if hub.is_file() or allow_download:
+        return weights.get_state_dict(progress=allow_download, check_hash=True), {**source, "path": str(hub)}
+    if require:
+        raise TrunkWeightsError(missing_weights_message(trunk, weights))
     log.warning(
         "%s: ImageNet weights %s not in the torch hub cache (%s) and downloads are off; "
         "using random initialisation",
-        trunk, os.path.basename(weights.url), _hub_checkpoint(weights.url).parent,
+        trunk, os.path.basename(weights.url), hub.parent,
     )
-    return None
+    return None, {"source": "random", "path": None}
 
 
 # --------------------------------------------------------------------------- trunks
 
 
-def _vgg16(pretrained: bool, allow_download: bool) -> tuple[nn.Sequential, bool]:
+_RANDOM: dict[str, Any] = {"source": "random", "path": None}
+
+
+def _vgg16(pretrained: bool, allow_download: bool, require: bool = False) -> tuple[nn.Sequential, bool, dict[str, Any]]:
     vgg = torchvision.models.vgg
     features = vgg.make_layers(vgg.cfgs["D"], batch_norm=False)  # no 400 MB classifier
     for m in features.modules():  # torchvision's VGG init
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             nn.init.zeros_(m.bias)
-    state = _weights_state(vgg.VGG16_Weights.IMAGENET1K_V1, "vgg16", allow_download) if pretrained else None
+    state, source = (_weights_state(vgg.VGG16_Weights.IMAGENET1K_V1, "vgg16", allow_download, require)
+                     if pretrained else (None, _RANDOM))
     if state is not None:
         features.load_state_dict(
             {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
         )
     # drop conv5_3's ReLU (29) and the last max-pool (30)
-    return nn.Sequential(*list(features.children())[:29]), state is not None
+    return nn.Sequential(*list(features.children())[:29]), state is not None, source
 
 
-def _resnet(depth: int, cut: str, pretrained: bool, allow_download: bool) -> tuple[nn.Sequential, bool]:
+def _resnet(depth: int, cut: str, pretrained: bool, allow_download: bool,
+            require: bool = False) -> tuple[nn.Sequential, bool, dict[str, Any]]:
     models = torchvision.models
     if depth == 18:
         build, weights = models.resnet18, models.ResNet18_Weights.IMAGENET1K_V1
     else:
         build, weights = models.resnet50, models.ResNet50_Weights.IMAGENET1K_V2
     net = build(weights=None)
-    state = _weights_state(weights, f"resnet{depth}", allow_download) if pretrained else None
+    state, source = (_weights_state(weights, f"resnet{depth}", allow_download, require)
+                     if pretrained else (None, _RANDOM))
     if state is not None:
         net.load_state_dict(state)
     layers = [net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3]
     if cut == "layer4":
         layers.append(net.layer4)
-    return nn.Sequential(*layers), state is not None
+    return nn.Sequential(*layers), state is not None, source
 
 
-def _mobilenet_v2(cut: str, pretrained: bool, allow_download: bool) -> tuple[nn.Sequential, bool]:
+def _mobilenet_v2(cut: str, pretrained: bool, allow_download: bool,
+                  require: bool = False) -> tuple[nn.Sequential, bool, dict[str, Any]]:
     models = torchvision.models
     weights = models.MobileNet_V2_Weights.IMAGENET1K_V1
     net = models.mobilenet_v2(weights=None)
-    state = _weights_state(weights, "mobilenet_v2", allow_download) if pretrained else None
+    state, source = _weights_state(weights, "mobilenet_v2", allow_download, require) if pretrained else (None, _RANDOM)
     if state is not None:
         net.load_state_dict(state)
     n = {"s16": 14, "s32": 18, "s32_full": 19}[cut]
-    return nn.Sequential(*list(net.features.children())[:n]), state is not None
+    return nn.Sequential(*list(net.features.children())[:n]), state is not None, source
 
 
-def load_trunk_weights(body: nn.Sequential, path: str | os.PathLike) -> None:
-    """Load a local state dict of the trunk's layers into ``body`` (see the module docstring)."""
-    from ..errors import CheckpointError
+#: keys of a whole model's non-trunk parts, skipped when its trunk is taken as trunk weights
+_NOT_TRUNK = ("net_vlad.", "pca.", "pca_layer.")
 
+
+def load_trunk_weights(body: nn.Sequential, path: str | os.PathLike) -> str | None:
+    """Load a local state dict of the trunk's layers into ``body`` (see the module docstring).
+
+    Returns the input normalisation the file records (one of our checkpoints: its
+    ``model_config.input_norm``), else None."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: trunk weights file not found") from None
     except Exception as err:  # noqa: BLE001 - a pickle with code, a truncated file ...
         raise CheckpointError(f"{path}: not a readable state dict ({type(err).__name__})") from None
+    recorded = None
+    if isinstance(state, dict) and isinstance(state.get("model_config"), dict):
+        recorded = state["model_config"].get("input_norm")
+        if recorded is None and state["model_config"].get("trunk") == "vgg16":
+            recorded = "matconvnet"  # our checkpoints before the normalisation was recorded
     state = state.get("state_dict", state) if isinstance(state, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: not a state dict of tensors")
+    whole_model = any(str(k).removeprefix("module.").startswith(("trunk.body.", "base_model.base.")) for k in state)
     ours = body.state_dict()
     mapped = {}
     for key, value in state.items():
-        name = key
-        for prefix in ("module.", "base_model.", "base.", "features."):
+        name = str(key).removeprefix("module.")
+        if whole_model and name.startswith(_NOT_TRUNK):
+            continue  # a whole model: only its trunk is wanted
+        for prefix in ("trunk.body.", "base_model.", "base.", "features."):
             name = name.removeprefix(prefix)
         if name not in ours:
             raise CheckpointError(f"{path}: unexpected key {key!r} for this trunk (its layers are {list(ours)[:2]}...)")
@@ -287,6 +343,27 @@ def load_trunk_weights(body: nn.Sequential, path: str | os.PathLike) -> None:
     if missing:
         raise CheckpointError(f"{path}: missing key {missing[0]!r} ({len(missing)} missing)")
     body.load_state_dict(mapped)
+    return recorded
+
+
+def weights_provenance(backbone: Backbone) -> dict[str, Any]:
+    """Where a built trunk's weights came from and the input normalisation they take, as JSON:
+    ``{"trunk", "source": "file"|"torchvision"|"random", "path", "sha256", "bytes", "weights"
+    (torchvision's enum name, for "torchvision"), "normalization": {"name", "mean", "std",
+    "description"}}`` (what a training run records in ``trunk_weights.json``)."""
+    source = dict(backbone.weights_source)
+    path = source.get("path")
+    out: dict[str, Any] = {"trunk": backbone.name, "source": source.get("source", "random"), "path": None,
+                           "sha256": None, "bytes": None}
+    if path is not None:
+        resolved = Path(path).resolve()
+        out.update(path=str(resolved), sha256=file_sha256(resolved), bytes=resolved.stat().st_size)
+    if "weights" in source:
+        out["weights"] = source["weights"]
+    norm = backbone.normalization
+    out["normalization"] = {"name": norm.name, "mean": list(norm.mean), "std": list(norm.std),
+                            "description": NORMALIZATION_DESCRIPTIONS.get(norm.name, norm.name)}
+    return out
 
 
 # name -> (default cut, {cut: (channels, stride)}, stages, default train_from, normalisation)
@@ -332,8 +409,13 @@ def build_backbone(
     input_norm: str | None = None,
     allow_download: bool = False,
     trunk_weights: str | os.PathLike | None = None,
+    require_pretrained: bool = False,
 ) -> Backbone:
-    """Build a trunk (see the module docstring for names, cuts, freezing, weights and normalisation)."""
+    """Build a trunk (see the module docstring for names, cuts, freezing, weights and normalisation).
+
+    ``require_pretrained``: with ``pretrained``, weights that cannot be loaded raise
+    :class:`TrunkWeightsError` (one line naming ``--trunk-weights FILE`` and ``import-weights``)
+    instead of leaving the trunk random with a log line."""
     cuts = trunk_cuts(trunk)
     default_cut, _, stages, default_train_from, norm = _SPECS[trunk]
     cut = cut or default_cut
@@ -347,18 +429,22 @@ def build_backbone(
             raise ValueError(f"unknown input_norm {input_norm!r}; choose one of {list(NORMALIZATIONS)}")
         norm = NORMALIZATIONS[input_norm]
     imagenet = pretrained and not from_file
+    require = require_pretrained and imagenet
     if trunk == "vgg16":
-        body, loaded = _vgg16(imagenet, allow_download)
+        body, loaded, source = _vgg16(imagenet, allow_download, require)
     elif trunk.startswith("resnet"):
-        body, loaded = _resnet(int(trunk[len("resnet"):]), cut, imagenet, allow_download)
+        body, loaded, source = _resnet(int(trunk[len("resnet"):]), cut, imagenet, allow_download, require)
     else:
-        body, loaded = _mobilenet_v2(cut, imagenet, allow_download)
+        body, loaded, source = _mobilenet_v2(cut, imagenet, allow_download, require)
     if from_file:
-        load_trunk_weights(body, trunk_weights)
-        loaded = True
+        recorded = load_trunk_weights(body, trunk_weights)
+        if recorded is not None and input_norm is None and recorded != norm.name:
+            raise CheckpointError(f"{trunk_weights}: its weights were trained on {recorded} input, not {norm.name}; "
+                                  f"pass --input-norm {recorded}")
+        loaded, source = True, {"source": "file", "path": str(trunk_weights)}
     stages = {name: i for name, i in stages.items() if i < len(body)}
     channels, stride = cuts[cut]
     return Backbone(
         trunk, body, channels, stride, norm, stages,
-        train_from or default_train_from[cut], freeze_bn, loaded,
+        train_from or default_train_from[cut], freeze_bn, loaded, source,
     )

@@ -74,13 +74,14 @@ class ModelConfig:
 class NetVLADModel(nn.Module):
     """Trunk + NetVLAD (+ optional PCA-whitening); see the module docstring."""
 
-    def __init__(self, config: ModelConfig, *, allow_download: bool = False) -> None:
+    def __init__(self, config: ModelConfig, *, allow_download: bool = False, require_pretrained: bool = False) -> None:
         super().__init__()
         self.config = config
         self.trunk: Backbone = build_backbone(
             config.trunk, cut=config.cut, pretrained=config.pretrained,
             train_from=config.train_from, freeze_bn=config.freeze_bn,
             input_norm=config.input_norm, allow_download=allow_download, trunk_weights=config.trunk_weights,
+            require_pretrained=require_pretrained,
         )
         self.net_vlad = NetVLAD(config.num_clusters, self.trunk.out_channels, config.normalize_input)
         self.pca = PCAWhitening(self.vlad_dim, config.pca_dim) if config.pca_dim else None
@@ -140,8 +141,11 @@ def resolved_config(model: NetVLADModel) -> ModelConfig:
     return replace(model.config, input_norm=model.normalization.name)
 
 
-def build_model(config: ModelConfig | dict[str, Any], *, allow_download: bool = False) -> NetVLADModel:
-    """A model from a config (or its dict); no download unless ``allow_download``."""
+def build_model(config: ModelConfig | dict[str, Any], *, allow_download: bool = False,
+                require_pretrained: bool = False) -> NetVLADModel:
+    """A model from a config (or its dict); no download unless ``allow_download``.
+    ``require_pretrained``: trunk weights that cannot be loaded are an error
+    (:class:`~sfrs_core.models.backbones.TrunkWeightsError`), not a random trunk."""
     if isinstance(config, dict):
         config = ModelConfig.from_dict(config)
-    return NetVLADModel(config, allow_download=allow_download)
+    return NetVLADModel(config, allow_download=allow_download, require_pretrained=require_pretrained)

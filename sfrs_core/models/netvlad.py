@@ -13,10 +13,13 @@ Input normalisation: like OpenIBL (``normalize_input=True``, its default) and Ne
 descriptors are L2-normalised along channels before assignment *and* aggregation.
 
 Initialisation (:meth:`NetVLAD.init_from_descriptors`), as NetVLAD's ``addLayers.m`` and OpenIBL:
-faiss k-means over L2-normalised local descriptors gives centroids ``C`` (cluster means, so not
-unit-norm); with the unit-norm directions ``C^ = C / ||C||``,
-``alpha = -log(0.01) / mean(d1 - d2)`` where ``d1 >= d2`` are each descriptor's two largest dot
-products with ``C^``; the assignment conv gets weight ``alpha * C^`` and no bias (the layout of
+k-means over L2-normalised local descriptors gives centroids ``C`` (cluster means, so not
+unit-norm): ``method="kmeans++"`` is OpenIBL's ``examples/cluster.py`` (scikit-learn's ``KMeans``,
+k-means++ seeding, ``random_state`` = the seed, OpenIBL's 43; 100 iterations; ``n_init`` 10, the
+scikit-learn default OpenIBL ran with), ``method="faiss"`` faiss's k-means from randomly drawn
+points (faster; the project's earlier default, kept by the demo presets); with the unit-norm
+directions ``C^ = C / ||C||``, ``alpha = -log(0.01) / mean(d1 - d2)`` where ``d1 >= d2`` are each
+descriptor's two largest dot products with ``C^``; the assignment conv gets weight ``alpha * C^`` and no bias (the layout of
 OpenIBL checkpoints: ``conv.weight``, ``centroids``). In the paper's parametrisation
 ``w_k = 2a c_k, b_k = -a ||c_k||^2`` this is ``a = alpha / 2`` with unit-norm ``c_k`` (the bias is
 then the same for every k and drops out of the softmax); ``alpha`` makes the nearest centroid
@@ -83,17 +86,19 @@ class NetVLAD(nn.Module):
         niter: int = 100,
         seed: int = 43,
         max_descriptors: int | None = 50_000,
+        method: str = "faiss",
     ) -> float:
         """k-means init of centroids and assignment conv; returns alpha (see module doc).
 
         ``local_descs``: ``M x D`` local descriptors (e.g. from :func:`sample_local_descriptors`);
-        they are L2-normalised here. At most ``max_descriptors`` of them are used.
+        they are L2-normalised here. At most ``max_descriptors`` of them are used. ``method``:
+        ``"faiss"`` (random-init k-means) or ``"kmeans++"`` (OpenIBL's scikit-learn k-means++).
         """
-        import faiss
-
-        descs = np.ascontiguousarray(
+        if method not in KMEANS_METHODS:
+            raise ValueError(f"unknown k-means method {method!r}; choose one of {list(KMEANS_METHODS)}")
+        descs = np.array(  # a copy: normalised in place below, the caller's array stays as it was
             local_descs.detach().cpu().numpy() if isinstance(local_descs, torch.Tensor) else local_descs,
-            dtype=np.float32,
+            dtype=np.float32, order="C", copy=True,
         )
         if descs.ndim != 2 or descs.shape[1] != self.dim:
             raise ValueError(f"expected M x {self.dim} local descriptors, got shape {descs.shape}")
@@ -104,10 +109,7 @@ class NetVLAD(nn.Module):
             descs = descs[rng.choice(descs.shape[0], max_descriptors, replace=False)]
         descs /= np.maximum(np.linalg.norm(descs, axis=1, keepdims=True), 1e-12)
 
-        kmeans = faiss.Kmeans(self.dim, self.num_clusters, niter=niter, seed=seed, verbose=False,
-                              max_points_per_centroid=max(256, descs.shape[0] // self.num_clusters + 1))
-        kmeans.train(descs)
-        centroids = kmeans.centroids.astype(np.float32)
+        centroids = kmeans_centroids(descs, self.num_clusters, niter=niter, seed=seed, method=method)
         directions = centroids / np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
 
         dots = np.sort(descs @ directions.T, axis=1)  # M x K, ascending
@@ -117,6 +119,43 @@ class NetVLAD(nn.Module):
         self.conv.weight.copy_(torch.from_numpy(alpha * directions)[:, :, None, None])
         self.alpha = alpha
         return alpha
+
+
+#: k-means initialisations of NetVLAD (see the module docstring)
+KMEANS_METHODS = ("faiss", "kmeans++")
+#: OpenIBL's examples/cluster.py: KMeans(n_clusters, max_iter=100, random_state=args.seed), with the
+#: scikit-learn of its time, whose default n_init was 10 (k-means++ seeding, best inertia kept)
+OPENIBL_KMEANS_N_INIT = 10
+OPENIBL_KMEANS_SEED = 43
+
+
+def kmeans_centroids(descs: np.ndarray, k: int, *, niter: int = 100, seed: int = OPENIBL_KMEANS_SEED,
+                     method: str = "faiss") -> np.ndarray:
+    """``k x D`` float32 centroids of the rows of ``descs`` (``M x D`` float32).
+
+    ``"kmeans++"``: scikit-learn's ``KMeans`` as OpenIBL's ``cluster.py`` runs it (k-means++ seeding,
+    ``random_state=seed``, ``max_iter=niter``, ``n_init`` :data:`OPENIBL_KMEANS_N_INIT`), on one
+    thread so that a seed gives the same bits every time. ``"faiss"``: faiss's k-means from ``k`` random points.
+    """
+    if method == "kmeans++":
+        from sklearn.cluster import KMeans  # scikit-learn comes with grad-cam, a base dependency
+        from threadpoolctl import threadpool_limits  # scikit-learn's own dependency
+
+        # One thread: scikit-learn's threads add their partial sums in the order they finish, so
+        # the centroids' last bits (and, on near ties, the kept init) would change from run to
+        # run. The paper's 50,000 x 512 descriptors, K=64, take a few minutes once per run.
+        with threadpool_limits(limits=1):
+            km = KMeans(n_clusters=k, init="k-means++", n_init=OPENIBL_KMEANS_N_INIT, max_iter=niter,
+                        random_state=seed).fit(descs)
+        return np.ascontiguousarray(km.cluster_centers_, dtype=np.float32)
+    if method != "faiss":
+        raise ValueError(f"unknown k-means method {method!r}; choose one of {list(KMEANS_METHODS)}")
+    import faiss
+
+    kmeans = faiss.Kmeans(descs.shape[1], k, niter=niter, seed=seed, verbose=False,
+                          max_points_per_centroid=max(256, descs.shape[0] // k + 1))
+    kmeans.train(descs)
+    return kmeans.centroids.astype(np.float32)
 
 
 def sample_local_descriptors(

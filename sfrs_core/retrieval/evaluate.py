@@ -18,9 +18,9 @@ from torch import nn
 from sfrs_core.data.dataset import EVAL_POS_RADIUS_M, PlaceDataset, PlaceSplit
 from sfrs_core.data.transforms import RESIZE_MODES, ImageTransform
 
-from .extract import extract_descriptors, extract_to_store
+from .extract import ExtractStats, extract_descriptors, extract_to_store
 from .index import Descriptors, IndexConfig, UseGpu, build_index, rerank_exact, search, search_exact
-from .metrics import NMS_WINDOW_PER_N, RECALL_NS, dedupe_columns, nms_groups, place_labels, recall_from_hits
+from .metrics import RECALL_NS, TOKYO_NMS_WINDOW, dedupe_columns, nms_groups, place_labels, recall_from_hits
 from .results import QueryResults
 from .store import ArraySource, DescriptorStore
 
@@ -69,9 +69,10 @@ def rank(
 
     With ``dedupe``, spatial NMS keeps one hit per place: places are ``groups`` (one id per
     database image) when given, else database positions equal within 1 cm (``db_utm``). The NMS
-    looks at the top ``window`` of each ranking (OpenIBL's Tokyo 24/7 protocol: 12 x the largest
-    recall N) or, when None, as deep as it takes to fill ``k`` places; ``k`` is capped at the
-    number of places. Lists left short are padded with id -1 and similarity -inf.
+    looks at the top ``window`` of each ranking (OpenIBL's Tokyo 24/7 protocol:
+    :data:`~.metrics.TOKYO_NMS_WINDOW`, 120) or, when None, as deep as it takes to fill ``k``
+    places; ``k`` is capped at the number of places. Lists left short are padded with id -1 and
+    similarity -inf.
     """
     if _dim(q_desc) != _dim(db_desc):
         raise ValueError(f"query descriptors have dim {_dim(q_desc)}, database ones {_dim(db_desc)}")
@@ -151,6 +152,8 @@ def evaluate(
     dataset_root: str | os.PathLike | None = None,
     store: str | os.PathLike | None = None,
     store_dtype: str = "float32",
+    amp: bool = False,
+    precision: str | None = None,
 ) -> QueryResults:
     """Retrieve the top-``k`` database images of every query of ``split`` and score them.
 
@@ -168,9 +171,14 @@ def evaluate(
     queries one at a time; the database stays at ``image_size``.
 
     ``protocol="tokyo247"`` is Tokyo 24/7 as OpenIBL's ``test.py`` evaluates it: ``dedupe`` on,
-    ``query_resize="shorter_edge"`` and ``nms_window`` = 12 x the largest recall N reported
-    (explicit ``query_resize``/``nms_window`` override it); it needs ``image_size`` (OpenIBL:
-    :data:`OPENIBL_IMAGE_SIZE`). ``"plain"`` (default) changes nothing.
+    ``query_resize="shorter_edge"`` and ``nms_window`` = :data:`~.metrics.TOKYO_NMS_WINDOW` (120:
+    OpenIBL's 12 x 10, whatever N is reported; explicit ``query_resize``/``nms_window`` override
+    it); it needs ``image_size`` (OpenIBL: :data:`OPENIBL_IMAGE_SIZE`). ``"plain"`` (default)
+    changes nothing.
+
+    Extraction runs in float32, as OpenIBL evaluates, unless ``amp`` (bf16/fp16 autocast on CUDA;
+    an error elsewhere). ``meta["precision"]`` records what the descriptors were computed in: the
+    extraction's, or for descriptors passed in, ``precision`` as the caller states it (None: unknown).
 
     ``store`` (a folder) keeps the descriptors on disk instead of in RAM: the database in
     ``store/database``, the queries in ``store/queries`` (:func:`~.extract.extract_to_store`:
@@ -186,11 +194,10 @@ def evaluate(
     db, qs = split.database, split.queries
     groups = nms_groups(db) if (dedupe or protocol == "tokyo247") else None
     k = min(k, len(db) if groups is None else len(np.unique(groups)))
-    ns = [n for n in RECALL_NS if n <= k]
     if protocol == "tokyo247":
         dedupe = True
         query_resize = "shorter_edge" if query_resize is None else query_resize
-        nms_window = NMS_WINDOW_PER_N * max(ns) if nms_window is None else nms_window
+        nms_window = TOKYO_NMS_WINDOW if nms_window is None else nms_window
     query_resize = query_resize or "exact"
     if query_resize not in RESIZE_MODES:
         raise ValueError(f"query_resize must be one of {RESIZE_MODES}, got {query_resize!r}")
@@ -205,7 +212,9 @@ def evaluate(
         if model is None:
             raise ValueError("evaluate needs a model unless both database and query descriptors are given")
         normalization = getattr(model, "normalization", None)
-        common = dict(device=device, num_workers=num_workers, progress=progress, store_dtype=store_dtype)
+        stats = ExtractStats()
+        common = dict(device=device, num_workers=num_workers, progress=progress, store_dtype=store_dtype,
+                      amp=bool(amp), stats=stats)
         if db_desc is None:
             db_desc = _extract(model, db, ImageTransform(image_size, normalization), _role(store, "database"),
                                batch_size=batch_size, desc=f"{split.name} database", **common)
@@ -214,6 +223,9 @@ def evaluate(
             q_batch = batch_size if query_resize == "exact" else 1  # query sizes differ: one at a time
             q_desc = _extract(model, qs, q_transform, _role(store, "queries"), batch_size=q_batch,
                               desc=f"{split.name} queries", **common)
+        # what this call extracted in (a complete store reopened runs nothing: then as asked)
+        extracted = stats.precision or ("float32" if not amp else "autocast")
+        precision = extracted if precision in (None, extracted) else f"{extracted} (extracted), {precision} (given)"
 
     sims, ids = rank(db_desc, q_desc, k, db_utm=db.utm, dedupe=dedupe, groups=groups, window=nms_window,
                      index_kind=index_kind, use_gpu=use_gpu)
@@ -247,6 +259,7 @@ def evaluate(
         "queries_root": str(qs.root),
         "queries_without_positive": int(no_positive),
         "radius_m": EVAL_POS_RADIUS_M,
+        "precision": precision,
     }
     return QueryResults(
         queries=np.arange(len(qs)), ids=ids, similarities=sims, distances_m=distances, correct=correct,

@@ -89,8 +89,10 @@ class ExtractStats:
 
     ``loader_wait_s``: the model waited for the next decoded batch (decode + resize + normalise
     not hidden behind the forward pass; near 0 when the loader keeps up); ``compute_s``: host
-    to device, forward pass and the copy back; ``write_s``: descriptor store writes (flush
-    included); ``wall_s``: everything, from the first batch request to the last write.
+    ``write_s``: descriptor store writes (flush
+    included); ``wall_s``: everything, from the first batch request to the last write;
+    ``precision``: what the forward passes ran in ("float32", or the autocast dtype: "bfloat16",
+    "float16"; None before any extraction).
     """
 
     images: int = 0
@@ -99,6 +101,7 @@ class ExtractStats:
     compute_s: float = 0.0
     write_s: float = 0.0
     wall_s: float = 0.0
+    precision: str | None = None
 
     @property
     def images_per_s(self) -> float:
@@ -126,8 +129,10 @@ def _batches(
     if len(dataset) == 0:
         return
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=on_cuda)
-    autocast = torch.autocast("cuda", dtype=amp_dtype(dev)) if use_amp else contextlib.nullcontext()
+    dtype = amp_dtype(dev) if use_amp else None
+    autocast = torch.autocast("cuda", dtype=dtype) if use_amp else contextlib.nullcontext()
     stats = stats if stats is not None else ExtractStats()
+    stats.precision = "float32" if dtype is None else str(dtype).removeprefix("torch.")
     with inference_state(model, dev, channels_last=on_cuda) as net, torch.inference_mode(), autocast:
         batches = iter(loader)
         while True:

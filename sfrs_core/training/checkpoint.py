@@ -8,7 +8,6 @@ no copy), which :func:`load_checkpoint_or_previous` falls back to, with a warnin
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -18,7 +17,7 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError
-from ..io import atomic_path, atomic_write_json
+from ..io import atomic_path, atomic_write_json, file_sha256
 from ..models.model import ModelConfig, NetVLADModel, build_model, resolved_config
 from ..models.openibl import is_openibl_state_dict, load_openibl, safe_torch_load
 
@@ -26,14 +25,6 @@ from ..models.openibl import is_openibl_state_dict, load_openibl, safe_torch_loa
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
-
-
-def _sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _manifest(folder: Path) -> dict[str, dict[str, Any]]:
@@ -71,7 +62,7 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any], *, keep_pr
         _record(prev, _manifest(path.parent).get(path.name))
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-        entry = {"bytes": os.path.getsize(tmp), "sha256": _sha256(tmp)}
+        entry = {"bytes": os.path.getsize(tmp), "sha256": file_sha256(tmp)}
     _record(path, entry)
     return path
 
@@ -87,7 +78,7 @@ def verify_checkpoint(path: str | os.PathLike) -> bool:
     if size != entry.get("bytes"):
         raise CheckpointError(f"{path}: {size} bytes, but {entry.get('bytes')} were written "
                               f"(truncated or overwritten; see {MANIFEST})")
-    if _sha256(path) != entry.get("sha256"):
+    if file_sha256(path) != entry.get("sha256"):
         raise CheckpointError(f"{path}: contents differ from the checksum recorded when it was written "
                               f"(corrupt; see {MANIFEST})")
     return True

@@ -11,6 +11,9 @@ from .mining import MiningConfig
 PAPER_TEMPERATURES = (0.07, 0.07, 0.06, 0.05)
 OPENIBL_COLOR_JITTER = (0.7, 0.7, 0.7, 0.5)  # brightness, contrast, saturation, hue
 TEACHERS = ("last", "selected")
+OPENIBL_SEED = 43  # OpenIBL's --seed default (its k-means random_state too)
+KMEANS_INITS = ("faiss", "kmeans++")
+BATCH_SCOPES = ("rank", "step")
 
 
 @dataclass(frozen=True)
@@ -39,9 +42,24 @@ class TrainConfig:
       recent GPUs with ``amp``).
     * ``log_every``: write a step record to ``metrics.jsonl`` every N optimizer steps, with the
       losses averaged over those N steps (reading a loss forces a host-device sync; 1 = every step).
+    * ``random_trunk``: train from a randomly initialised trunk on purpose. Otherwise a run whose
+      trunk's pretrained weights cannot be loaded (``model.trunk_weights``, or torchvision's
+      ImageNet weights in the torch hub cache) refuses to start. The run records where its trunk
+      weights came from in ``trunk_weights.json``.
+    * ``kmeans_init``: the NetVLAD k-means, ``"faiss"`` (random-init faiss k-means) or
+      ``"kmeans++"`` (OpenIBL's scikit-learn k-means++ with ``random_state=seed``; the paper preset).
+    * ``tuples_per_batch_scope``: what ``tuples_per_batch`` counts under torchrun: ``"rank"``
+      (each of the W ranks trains that many per step: W x as many per step) or ``"step"`` (that
+      many per step over all ranks, ``tuples_per_batch / W`` each: OpenIBL's 4 GPUs x 1 tuple
+      is the paper preset's 4 on any number of GPUs dividing 4). One process: the same.
+    * ``per_rank_negative_cache``: under torchrun each rank keeps its own negative cache, updated
+      only by the queries it mined, as OpenIBL's per-rank samplers do (the exact 4-GPU replica);
+      by default the ranks' rows are merged at every chunk end so every rank sees every query's
+      previous negatives, as one process does. One process: no difference.
 
-    Nothing here depends on the number of processes: a run started with ``torchrun`` on N
-    processes resumes on any other number (see ``sfrs_core.training.distributed``).
+    Only ``tuples_per_batch_scope`` and ``per_rank_negative_cache`` act on the number of
+    processes; a run started with ``torchrun`` on N processes resumes on any other number (see
+    ``sfrs_core.training.distributed``).
     """
 
     data: str
@@ -85,6 +103,10 @@ class TrainConfig:
     amp: bool = False
     channels_last: bool = False
     log_every: int = 1
+    random_trunk: bool = False
+    kmeans_init: str = "faiss"  # the paper preset: "kmeans++", as OpenIBL
+    tuples_per_batch_scope: str = "rank"  # the paper preset: "step", as OpenIBL's 4 GPUs x 1 tuple
+    per_rank_negative_cache: bool = False
 
     def __post_init__(self) -> None:
         if self.loss not in LOSS_TYPES:
@@ -101,12 +123,32 @@ class TrainConfig:
             raise ValueError("need tuples_per_batch >= 1 and cache_size >= tuples_per_batch")
         if self.log_every < 1 or self.num_workers < 0:
             raise ValueError("need log_every >= 1 and num_workers >= 0")
+        if self.random_trunk and isinstance(self.model, ModelConfig) and self.model.trunk_weights is not None:
+            raise ValueError("random_trunk (--random-trunk) and model.trunk_weights (--trunk-weights) "
+                             "contradict each other")
+        if self.kmeans_init not in KMEANS_INITS:
+            raise ValueError(f"unknown kmeans_init {self.kmeans_init!r}; choose one of {list(KMEANS_INITS)}")
+        if self.tuples_per_batch_scope not in BATCH_SCOPES:
+            raise ValueError(f"unknown tuples_per_batch_scope {self.tuples_per_batch_scope!r}; "
+                             f"choose one of {list(BATCH_SCOPES)}")
         if not self.run or "/" in self.run or self.run.startswith("."):
             raise ValueError(f"run name {self.run!r} must be a plain folder name")
 
     def epochs_of(self, generation: int) -> int:
         """Number of epochs generation ``generation`` trains."""
         return self.gen0_epochs if generation == 0 and self.gen0_epochs is not None else self.epochs
+
+    def tuples_per_rank(self, world_size: int) -> int:
+        """Tuples each of ``world_size`` ranks trains per step (see ``tuples_per_batch_scope``)."""
+        if self.tuples_per_batch_scope == "rank" or world_size == 1:
+            return self.tuples_per_batch
+        if self.tuples_per_batch % world_size:
+            raise ValueError(
+                f"tuples_per_batch {self.tuples_per_batch} counts the tuples of one step over all ranks "
+                f"(tuples_per_batch_scope 'step', the paper preset) and does not split over {world_size} ranks; "
+                f"pass --tuples-per-batch a multiple of {world_size}, or --tuples-per-batch-scope rank for "
+                f"{self.tuples_per_batch} per rank")
+        return self.tuples_per_batch // world_size
 
     def temperature(self, generation: int) -> float:
         """Teacher temperature of ``generation`` (the last one repeats beyond the list)."""

@@ -259,13 +259,15 @@ def batches_per_chunk(n: int, batch: int, world_size: int) -> int:
     return -(-share // batch)
 
 
-def merge_negative_cache(cache: np.ndarray, mined: list[int], ctx: DistContext) -> None:
+def merge_negative_cache(cache: np.ndarray, mined: list[int], ctx: DistContext, *, per_rank: bool = False) -> None:
     """Give every rank the negative-cache rows every rank mined in the last chunk (in place).
 
     Each rank updated only the rows of its own queries; a query two ranks mined (a padding repeat)
-    keeps the lower rank's row.
+    keeps the lower rank's row. With ``per_rank`` (``TrainConfig.per_rank_negative_cache``)
+    nothing is exchanged: each rank keeps its own cache, as each of OpenIBL's per-rank samplers
+    does, and a query's cached negatives are those of the last visit *that rank* made.
     """
-    if not ctx.enabled:
+    if not ctx.enabled or per_rank:
         return
     ids = torch.as_tensor(np.asarray(mined, dtype=np.int64))
     rows = torch.from_numpy(cache[np.asarray(mined, dtype=np.int64)].copy()) if mined else \
@@ -274,6 +276,14 @@ def merge_negative_cache(cache: np.ndarray, mined: list[int], ctx: DistContext) 
     # reversed: the lowest rank's row is written last
     for i, row in zip(reversed(all_ids.tolist()), reversed(list(all_rows.numpy()))):
         cache[i] = row
+
+
+def gather_negative_caches(cache: np.ndarray, ctx: DistContext) -> torch.Tensor | None:
+    """Every rank's whole negative cache as one ``W x Q x N`` tensor (rank order), on every rank
+    (a collective); None alone. What ``latest.pt`` keeps of per-rank caches."""
+    if not ctx.enabled:
+        return None
+    return ctx.gather_rows(torch.from_numpy(np.ascontiguousarray(cache))).view(ctx.world_size, *cache.shape)
 
 
 def state_digest(state: dict[str, torch.Tensor]) -> str:

@@ -33,8 +33,9 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, generations: int | N
     atomic_write_json(tmp / "config.json", config)
     records = [r for r in read_metrics(run_dir / "metrics.jsonl") if r.get("generation", 0) < kept]
     atomic_write_bytes(tmp / "metrics.jsonl", "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records).encode())
-    if (run_dir / "environment.json").is_file():
-        shutil.copy2(run_dir / "environment.json", tmp / "environment.json")
+    for name in ("environment.json", "trunk_weights.json"):
+        if (run_dir / name).is_file():
+            shutil.copy2(run_dir / name, tmp / name)
     best = None
     for g in range(kept):
         payload = load_checkpoint(run_dir / f"gen{g}.pt")

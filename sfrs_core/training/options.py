@@ -25,7 +25,9 @@ TRAIN_FLAGS = {  # CLI flag -> (TrainConfig path, type)
     "margin": ("margin", float), "teacher": ("teacher", str), "pca_samples": ("pca_samples", int),
     "trunk_weights": ("model.trunk_weights", str), "input_norm": ("model.input_norm", str),
     "amp": ("amp", bool), "channels_last": ("channels_last", bool), "log_every": ("log_every", int),
-    "num_workers": ("num_workers", int),
+    "num_workers": ("num_workers", int), "random_trunk": ("random_trunk", bool), "kmeans_init": ("kmeans_init", str),
+    "tuples_per_batch_scope": ("tuples_per_batch_scope", str),
+    "per_rank_negative_cache": ("per_rank_negative_cache", bool),
 }
 
 
@@ -41,7 +43,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--generations", type=int, help="1 = the SARE baseline; the paper uses 4")
     parser.add_argument("--epochs", type=int, help="epochs per generation")
     parser.add_argument("--lr", type=float)
-    parser.add_argument("--tuples-per-batch", type=int)
+    parser.add_argument("--tuples-per-batch", type=int,
+                        help="tuples per optimizer step (paper: 4); under torchrun see --tuples-per-batch-scope")
+    parser.add_argument("--tuples-per-batch-scope", choices=["rank", "step"],
+                        help="under torchrun: step = --tuples-per-batch over all ranks together (the paper preset: "
+                        "4 per step, 4/W per rank, as OpenIBL's 4 GPUs x 1); rank = that many per rank (W x per step)")
     parser.add_argument("--cache-size", type=int, help="queries between re-extractions of the training descriptors")
     parser.add_argument("--lambda-soft", type=float, help="weight λ of the soft region loss")
     parser.add_argument("--temperatures", type=float, nargs="+", help="teacher temperature per generation")
@@ -60,7 +66,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trunk-weights", metavar="FILE",
                         help="start the trunk from a local state dict, e.g. OpenIBL's MatConvNet VGG16 "
                         "vd16_offtheshelf_conv5_3_max.pth (then MatConvNet input normalisation)")
+    parser.add_argument("--random-trunk", action="store_true", default=None,
+                        help="train from a random trunk on purpose (otherwise a run whose pretrained trunk weights "
+                        "cannot be loaded refuses to start); recorded in config.json and trunk_weights.json")
     parser.add_argument("--input-norm", choices=["imagenet", "matconvnet"], help="override the normalisation the weights imply")
+    parser.add_argument("--kmeans-init", choices=["faiss", "kmeans++"],
+                        help="NetVLAD's k-means: kmeans++ (OpenIBL's scikit-learn k-means++, random_state = --seed; "
+                        "the paper preset) or faiss (random init, faster; the demo presets)")
     parser.add_argument("--color-jitter", nargs="+", metavar="V",
                         help="ColorJitter brightness contrast saturation hue (paper: 0.7 0.7 0.7 0.5), or 'none'")
     parser.add_argument("--teacher", choices=["last", "selected"],
@@ -74,6 +86,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--channels-last", action="store_true", default=None, help="channels_last memory format (GPU)")
     parser.add_argument("--log-every", type=int, help="a metrics step record every N steps, losses averaged (default 1)")
     parser.add_argument("--num-workers", type=int, help="DataLoader workers reading training images (default 0)")
+    parser.add_argument("--per-rank-negative-cache", action="store_true", default=None,
+                        help="under torchrun: each rank keeps its own unmerged negative cache, as OpenIBL's per-rank "
+                        "samplers (the exact replica of its 4-GPU run); default: the ranks' caches are merged")
     parser.add_argument("--runs-dir")
 
 

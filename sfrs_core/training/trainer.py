@@ -17,8 +17,14 @@ generation's kept checkpoint (best recall@5); the next generation's teacher is t
 generation's last epoch (``teacher="last"``); PCA-whitening is fitted on ``pca_samples`` random
 training images of the kept model.
 
-Run folder: ``config.json``, ``metrics.jsonl``, ``progress.json``, ``init.pt``, ``gen{g}.pt``
-(the kept checkpoint), ``gen{g}_last.pt`` (the teacher, when it differs), ``best.json`` (the
+Before anything is written the model is built, and a trunk whose pretrained weights cannot be
+loaded stops the run there (one line naming ``--trunk-weights FILE`` and ``import-weights``)
+unless ``random_trunk`` asks for a random one; ``trunk_weights.json`` records where the trunk's
+weights came from (file and SHA-256, torchvision's named weights, or random) and the input
+normalisation they take.
+
+Run folder: ``config.json``, ``trunk_weights.json``, ``metrics.jsonl``, ``progress.json``, ``init.pt``,
+``gen{g}.pt`` (the kept checkpoint), ``gen{g}_last.pt`` (the teacher, when it differs), ``best.json`` (the
 run's best generation by validation recall), ``environment.json`` (package versions, threads
 and device of every session), ``latest.pt``, ``soft_labels/gen{g}.npz``,
 ``results/{split}_gen{g}.npz``.
@@ -27,13 +33,17 @@ Under ``torchrun`` (``sfrs_core.training.distributed``) each rank extracts a con
 every descriptor set (mining, evaluation, PCA) and the slices are all-gathered; each rank trains
 on its own share of every chunk's queries (mined with its own generator, seeded by (seed,
 generation, epoch, chunk, world size, rank)), DDP averages the gradients, the negative-cache rows
-the ranks mined are exchanged at every chunk's end, and rank 0 alone writes the run folder. A
-checkpoint holds nothing that depends on the number of ranks, so a run resumes on any number.
-One process (no torchrun) runs exactly the single-process code path.
+the ranks mined are exchanged at every chunk's end (unless ``per_rank_negative_cache``: each rank
+keeps its own, as OpenIBL), and rank 0 alone writes the run folder. ``tuples_per_batch`` counts
+per rank or per step over all ranks (``tuples_per_batch_scope``; the paper preset: per step). A
+checkpoint holds nothing that depends on the number of ranks (per-rank caches are kept beside the
+merged one and used when resumed on as many ranks), so a run resumes on any number. One process
+(no torchrun) runs exactly the single-process code path.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import logging
@@ -54,6 +64,7 @@ from ..data import load_dataset
 from ..data.dataset import PlaceSplit
 from ..data.transforms import ImageTransform
 from ..losses import hard_loss, region_similarities, sfrs_hard_loss, soft_labels, soft_region_loss
+from ..models.backbones import weights_provenance
 from ..models.model import NetVLADModel, build_model
 from ..models.netvlad import sample_local_descriptors
 from ..retrieval.device import pick_device
@@ -64,8 +75,8 @@ from ..io import atomic_path, atomic_write_json
 from .checkpoint import (load_checkpoint, load_checkpoint_or_previous, model_from_payload, model_payload,
                          previous_path, save_checkpoint)
 from .config import TrainConfig
-from .distributed import (DebugLog, DistContext, batches_per_chunk, merge_negative_cache, rank_device, session,
-                          state_digest, strided_batches)
+from .distributed import (DebugLog, DistContext, RankFailed, batches_per_chunk, gather_negative_caches,
+                          merge_negative_cache, rank_device, session, state_digest, strided_batches)
 from .environment import record_environment
 from .feature_cache import PrefixFeatures, descriptors, local_features, trunk_suffix
 from .metrics_log import MetricsLog, NullMetricsLog, truncate_metrics
@@ -74,6 +85,8 @@ from .precision import resolve_precision
 
 #: Test hook: behave as if a stop was requested once this many optimizer steps are done.
 STOP_AT_ENV = "SFRS_TRAIN_STOP_AT_ITERATION"
+#: Where a run records its trunk weights' origin and normalisation (read back by ``sfrs_core.runs.Run.trunk_weights``).
+TRUNK_WEIGHTS_FILE = "trunk_weights.json"
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +155,10 @@ class Trainer:
         self._stop_at = int(stop_at) if stop_at else None
         self._broadcast_buffers = False
         self._progress_written = time.time()
+        self._built: NetVLADModel | None = None
+        self._resumed_init = False  # resuming a run whose init.pt exists (set by _build_model)
+        #: tuples this rank trains per step (``tuples_per_batch``, or its share with scope "step")
+        self.rank_tuples = cfg.tuples_per_rank(self.dist.world_size)
 
     # ------------------------------------------------------------------ setup
     def _open_run_dir(self) -> None:
@@ -169,9 +186,42 @@ class Trainer:
         if not exists:
             atomic_write_json(self.run_dir / "config.json", self.cfg.to_dict())
 
+    def _build_model(self) -> NetVLADModel:
+        """The model, seeded as every run starts (the trunk's random parts and NetVLAD's), on CPU.
+
+        The trunk's pretrained weights must load (``cfg.model.trunk_weights``, else torchvision's
+        in the hub cache): otherwise a one-line :class:`~sfrs_core.models.backbones.TrunkWeightsError`
+        ends the run before it writes anything, unless ``random_trunk`` (or a model config that
+        is not ``pretrained``) asks for a random trunk. A resumed run whose ``init.pt`` exists
+        takes every weight from there, so it needs none. Under torchrun every rank builds its own
+        and they all stop if any failed."""
+        cfg = self.cfg
+        model_cfg = dataclasses.replace(cfg.model, pretrained=False) if cfg.random_trunk else cfg.model
+        self._resumed_init = self.resume and bool(self.dist.from_main(lambda: (self.run_dir / "init.pt").is_file()))
+        torch.manual_seed(cfg.seed)
+        error: BaseException | None = None
+        try:
+            model = build_model(model_cfg, require_pretrained=not self._resumed_init)
+        except Exception as err:  # noqa: BLE001 - re-raised below, after telling the other ranks
+            error, model = err, None
+        if self.dist.any(error is not None):
+            raise error if error is not None else RankFailed("another rank could not build the model "
+                                                             "(its log says why)")
+        self._built = model
+        return model
+
+    def _record_trunk_weights(self) -> None:
+        """Rank 0: ``trunk_weights.json``, when this session makes the initial weights (no ``init.pt``
+        yet): where the trunk's weights came from and their input normalisation."""
+        if not self.dist.is_main or (self.run_dir / "init.pt").is_file():
+            return
+        record = {**weights_provenance(self._built.trunk), "random_trunk": bool(self.cfg.random_trunk),
+                  "recorded": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        atomic_write_json(self.run_dir / TRUNK_WEIGHTS_FILE, record)
+
     def _prepare(self) -> None:
         cfg = self.cfg
-        torch.manual_seed(cfg.seed)
+        model = self._built if self._built is not None else self._build_model()
         self.device = rank_device(pick_device(None if cfg.device == "auto" else cfg.device), self.dist)
         self.precision = resolve_precision(cfg.amp, self.device)
         if self.dist.is_main:
@@ -179,7 +229,7 @@ class Trainer:
         with self._stage("reading the dataset"):
             self.dataset = load_dataset(cfg.data)
         self.train_split = self.dataset[cfg.train_split]
-        self.model = build_model(cfg.model).to(self.device)
+        self.model = model.to(self.device)
         if cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self._sync_batchnorm()
@@ -189,7 +239,7 @@ class Trainer:
         self.miner = TupleMiner(self.train_split, cfg.mining)
         if len(self.miner.trainable) == 0:
             raise ValueError(f"no training query of {cfg.data} has a positive within {cfg.mining.pos_radius_m} m")
-        if self.dist.enabled:  # every rank's own frozen features, computed while rank 0 also runs k-means
+        if self.dist.enabled and not self._resumed_init:  # every rank's own frozen features, while rank 0 runs k-means
             self.split_features(cfg.train_split)
         # rank 0 reads init.pt or runs k-means and writes it; every rank starts from its weights
         self.init_state = self.dist.from_main(self._initial_state, tensors=True)
@@ -243,8 +293,9 @@ class Trainer:
             for start in range(0, len(idx), cfg.batch_size):
                 local = local_features(self.model, source.get(idx[start:start + cfg.batch_size]))
                 parts.append(sample_local_descriptors(local.cpu(), cfg.kmeans_per_image, gen))
-        alpha = self.model.init_netvlad(torch.cat(parts), seed=cfg.seed)
-        log.info("NetVLAD initialised by k-means on %d local descriptors (alpha %.1f)", sum(len(p) for p in parts), alpha)
+        alpha = self.model.init_netvlad(torch.cat(parts), seed=cfg.seed, method=cfg.kmeans_init)
+        log.info("NetVLAD initialised by %s k-means on %d local descriptors (alpha %.1f)", cfg.kmeans_init,
+                 sum(len(p) for p in parts), alpha)
 
     def _training_images(self, count: int, seed: list[int]) -> list[tuple[PrefixFeatures, np.ndarray]]:
         """``count`` random images of OpenIBL's training set (the trainable queries and the
@@ -262,7 +313,7 @@ class Trainer:
 
     def _chunk_steps(self) -> list[int]:
         """Optimizer steps of each chunk of an epoch at this world size (the same every epoch)."""
-        return [batches_per_chunk(len(c), self.cfg.tuples_per_batch, self.dist.world_size) for c in self._chunks(0, 0)]
+        return [batches_per_chunk(len(c), self.rank_tuples, self.dist.world_size) for c in self._chunks(0, 0)]
 
     def _iterations_per_epoch(self) -> int:
         return sum(self._chunk_steps())
@@ -290,7 +341,7 @@ class Trainer:
         it all before the first step gives the same tuples as mining batch by batch), each with its
         ColorJitter seed."""
         plan = []
-        for batch in strided_batches(queries, self.cfg.tuples_per_batch, self.dist):
+        for batch in strided_batches(queries, self.rank_tuples, self.dist):
             tuples = [self.miner.mine(int(q), rng) for q in batch]
             plan.append((tuples, int(rng.integers(2**62)) if self.jitter is not None else None))
         return plan
@@ -398,7 +449,7 @@ class Trainer:
         def score() -> QueryResults:
             return evaluate(model, feats.split, k=min(20, len(feats.split.database)), db_descriptors=db,
                             query_descriptors=qs, progress=False, run=f"{self.cfg.run}/gen{generation}",
-                            dataset_root=self.dataset.root)
+                            dataset_root=self.dataset.root, precision=self.precision.name)
 
         if not self.dist.enabled:
             res = score()
@@ -439,8 +490,10 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def run(self) -> Path:
         """Train every generation (or what is left of them); returns the run folder."""
+        self._build_model()  # no pretrained trunk weights (and no --random-trunk): stop before writing anything
         self._open_run_dir()
         try:
+            self._record_trunk_weights()
             pos = _Position()
             state = self.dist.from_main(self._resume_state, tensors=True)
             if state is not None:
@@ -451,7 +504,7 @@ class Trainer:
             self._progress("running", pos)
             self._prepare()
             if state is not None and "negative_cache" in state:  # the cache lives through the whole run
-                self.miner.negative_cache[:] = state["negative_cache"].numpy()
+                self._restore_negative_cache(state)
             if self.dist.is_main:
                 if state is not None:
                     truncate_metrics(self.run_dir / "metrics.jsonl", pos.iteration, state.get("metrics_records"))
@@ -530,13 +583,15 @@ class Trainer:
     def _save_latest(self, pos: _Position, student, opt, sched, selection: dict[str, Any],
                      scaler: torch.amp.GradScaler | None = None) -> None:
         """``latest.pt`` (rank 0 writes; the others wait): nothing in it depends on the rank or the
-        number of ranks."""
+        number of ranks, but for the per-rank negative caches (``per_rank_negative_cache``), kept
+        beside rank 0's."""
+        caches = self._cache_payload()  # a collective with per-rank caches: every rank takes part
         if self.dist.is_main:
             self.metrics.sync()
             payload = {
                 "generation": pos.generation, "epoch": pos.epoch, "chunk": pos.chunk, "iteration": pos.iteration,
                 "student": student.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "negative_cache": torch.from_numpy(self.miner.negative_cache.copy()), "elapsed_s": time.time() - self._t0,
+                **caches, "elapsed_s": time.time() - self._t0,
                 "selection": selection, "metrics_records": self.metrics.records,
             }
             if scaler is not None and scaler.is_enabled():
@@ -662,7 +717,8 @@ class Trainer:
                     self._bar.update()
                     if pos.iteration % 10 == 0 or time.time() - self._progress_written >= 5:
                         self._progress("running", pos)
-                merge_negative_cache(self.miner.negative_cache, [t.query for tuples, _ in plan for t in tuples], self.dist)
+                merge_negative_cache(self.miner.negative_cache, [t.query for tuples, _ in plan for t in tuples],
+                                     self.dist, per_rank=cfg.per_rank_negative_cache)
                 if self._broadcast_buffers:  # CPU, trainable BatchNorm: extract with rank 0's statistics
                     self.dist.broadcast_module(student, buffers_only=True)
                 if c + 1 < len(chunks):
@@ -713,13 +769,15 @@ class Trainer:
                                 "seconds": round(time.time() - self._t0, 2)})
         if self._debug.enabled:
             self._debug.write({"event": "generation", "generation": g, "digest": state_digest(student.state_dict())})
+        caches = self._cache_payload()  # a collective with per-rank caches: every rank takes part
         if main:
-            self._write_generation(g, student, pos, selection, kept, snapshot, recalls)
+            self._write_generation(g, student, pos, selection, kept, snapshot, recalls, caches)
         self.dist.barrier()
         self._progress("running", _Position(g + 1, 0, 0, pos.iteration))
 
     def _write_generation(self, g: int, student: NetVLADModel, pos: _Position, selection: dict[str, Any], kept: int,
-                          snapshot: dict[str, np.ndarray], recalls: dict[str, dict[int, float]]) -> None:
+                          snapshot: dict[str, np.ndarray], recalls: dict[str, dict[int, float]],
+                          caches: dict[str, torch.Tensor]) -> None:
         """Rank 0: the generation's soft labels, checkpoint, ``best.json`` and boundary ``latest.pt``."""
         cfg = self.cfg
         (self.run_dir / "soft_labels").mkdir(exist_ok=True)
@@ -733,7 +791,29 @@ class Trainer:
         self.metrics.sync()
         save_checkpoint(self.run_dir / "latest.pt", keep_previous=True, payload={
             "generation": g + 1, "epoch": 0, "chunk": 0, "iteration": pos.iteration, "elapsed_s": time.time() - self._t0,
-            "negative_cache": torch.from_numpy(self.miner.negative_cache.copy()), "metrics_records": self.metrics.records})
+            **caches, "metrics_records": self.metrics.records})
+
+    def _cache_payload(self) -> dict[str, torch.Tensor]:
+        """What ``latest.pt`` keeps of the negative cache: this (rank 0's) cache, and with
+        ``per_rank_negative_cache`` under torchrun every rank's (``W x Q x N``, gathered: every
+        rank must call this)."""
+        out = {"negative_cache": torch.from_numpy(self.miner.negative_cache.copy())}
+        if self.cfg.per_rank_negative_cache and self.dist.enabled:
+            out["negative_cache_per_rank"] = gather_negative_caches(self.miner.negative_cache, self.dist)
+        return out
+
+    def _restore_negative_cache(self, state: dict[str, Any]) -> None:
+        """The negative cache a resume state holds: this rank's own when the run keeps per-rank
+        caches and resumes on as many ranks, else the (merged, or rank 0's) ``negative_cache``."""
+        per_rank = state.get("negative_cache_per_rank")
+        if (self.cfg.per_rank_negative_cache and per_rank is not None and self.dist.enabled
+                and per_rank.shape[0] == self.dist.world_size):
+            self.miner.negative_cache[:] = per_rank[self.dist.rank].numpy()
+            return
+        if per_rank is not None and self.cfg.per_rank_negative_cache:
+            log.warning("per-rank negative caches of %d ranks resumed on %d: every rank starts from rank 0's",
+                        per_rank.shape[0], self.dist.world_size)
+        self.miner.negative_cache[:] = state["negative_cache"].numpy()
 
     def _pca_descriptors(self, model: NetVLADModel) -> torch.Tensor:
         """VLAD descriptors of ``pca_samples`` random training images (queries and database)."""

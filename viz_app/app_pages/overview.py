@@ -28,7 +28,8 @@ for run in [r for r in runs() if r.data == sel.data]:
     for g in run.generations:
         rec = run.recall(sel.split, g)
         rows.append({"run": run.name, "kind": run.kind, "seed": run.config.get("seed", 0), "generation": g,
-                     "loss": run.loss, **{f"R@{n}": f"{100 * rec[n]:.1f}" if n in rec else "—" for n in (1, 5, 10, 20)}})
+                     "loss": run.loss, **{f"R@{n}": f"{100 * rec[n]:.1f}" if n in rec else "—" for n in (1, 5, 10, 20)},
+                     "trunk weights": run.trunk_weights_text})
 st.subheader(f"Recall on `{sel.data}` / {sel.split} (%, 25 m)")
 st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 
