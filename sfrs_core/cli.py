@@ -333,7 +333,9 @@ def _cmd_stop(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from .training.options import add_train_arguments  # light: the parser imports no torch
 
-    parser = argparse.ArgumentParser(prog="python -m sfrs_core", description=__doc__)
+    # the installed console script names itself; python -m keeps its spelling
+    prog = "sfrs" if Path(sys.argv[0]).name == "sfrs" else "python -m sfrs_core"
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("synth", help="render a SynthCity dataset in the VPR folder format")

@@ -152,7 +152,7 @@ def test_the_installed_commands_run_outside_the_checkout(installed, tmp_path):
 
     sfrs = _run([installed / "bin" / "sfrs", "--help"], cwd=cwd)
     assert sfrs.returncode == 0, sfrs.stdout + sfrs.stderr
-    assert "usage" in sfrs.stdout.lower() and "train" in sfrs.stdout and "prepare" in sfrs.stdout, sfrs.stdout
+    assert "usage: sfrs " in sfrs.stdout and "train" in sfrs.stdout and "prepare" in sfrs.stdout, sfrs.stdout
 
     studio = _run([installed / "bin" / "sfrs-studio", "--help"], cwd=cwd)
     out = studio.stdout + studio.stderr
