@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+from .data.synthcity.config import PRESETS as SYNTH_PRESETS
+from .demo_cities import CITIES as DEMO_CITIES, DEMO_SEEDS
 from .errors import CheckpointError, DatasetError
 from .runs import DEFAULT_RUN_DIRS
 
@@ -38,6 +40,12 @@ def _print_summary(summary: dict) -> None:
         ext = f"{s['extent_m'][0]:.0f} x {s['extent_m'][1]:.0f}"
         print(f"{name:<6} {s['database']:>9} {s['queries']:>8} {s['utm_zone']:>5} {ext:>16} {s['area_km2']:>8.3f} "
               f"{p['mean']:>12.1f} / {p['min']} / {p['max']:<4} {p['queries_without']:>6}")
+    for name, s in summary["splits"].items():
+        away = s.get("positives_10m_facing_away")
+        if away and away["pairs"]:
+            print(f"{name} positives within {away['radius_m']:g} m that look at another scene (headings > {away['away_deg']:g}° "
+                  f"apart): {100 * away['share_away']:.1f} % of {away['pairs']} pairs; queries with no positive facing their "
+                  f"way: {100 * away['queries_all_away']:.1f} %")
     for name, s in summary["splits"].items():
         if "query_conditions" in s:
             tags: dict[str, int] = {}
@@ -104,7 +112,7 @@ def _print_run_summary(run_dir: Path) -> None:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .training.demo import build_demo_models
 
-    paths = build_demo_models(args.data, args.out, args.runs_dir, progress=not args.quiet, seeds=args.seeds)
+    paths = build_demo_models(args.data, args.out, args.runs_dir, progress=not args.quiet, seeds=args.seeds, city=args.city)
     for name, path in paths.items():
         _print_run_summary(path)
     return 0
@@ -152,19 +160,30 @@ def _cmd_export_figures(args: argparse.Namespace) -> int:
 def _cmd_seeds(args: argparse.Namespace) -> int:
     from .data import load_dataset
     from .runs import discover_runs
-    from .seeds import markdown_table, seed_groups, seed_summary, summary_rows
+    from .paired import BOOTSTRAP_REPLICATES
+    from .seeds import markdown_table, paired_diffs, paired_rows, seed_groups, seed_summary, summary_rows
 
     runs = [r for r in discover_runs(tuple(str(d) for d in args.runs_dir)) if r.generations]
     if not runs:
         raise FileNotFoundError(f"no finished run in {', '.join(map(str, args.runs_dir))}")
-    datasets = {}
+    conditions: dict[str, object] = {}
     for group in seed_groups(runs):
         data = group.runs[0].data
-        if data not in datasets:
-            datasets[data] = load_dataset(data)
-        stats = seed_summary(group, args.split, datasets[data][args.split].queries.condition)
+        if data not in conditions:
+            try:
+                conditions[data] = load_dataset(data)[args.split].queries.condition
+            except (DatasetError, FileNotFoundError) as err:  # recall per condition needs the dataset; the rest not
+                print(f"note: {data}: {err}; recall per query condition left out")
+                conditions[data] = None
+        stats = seed_summary(group, args.split, conditions[data])
         print(f"{group.label} (seeds {group.seeds}), {data} / {args.split}, mean ± std (%) over seeds:")
         print(markdown_table(summary_rows(group, stats)))
+        diffs = paired_diffs(group, args.split)
+        if diffs and len(group.runs) > 1:
+            print(f"\npaired against generation 0 (the SARE baseline of each seed), in points of recall; "
+                  f"95 % interval from {BOOTSTRAP_REPLICATES} bootstrap replicates over seeds x queries; "
+                  f"sign test over seeds (two-sided; with {len(group.runs)} seeds its smallest p is {2 / 2 ** len(group.runs):.4g}):")
+            print(markdown_table(paired_rows(diffs)))
         print()
     return 0
 
@@ -339,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("synth", help="render a SynthCity dataset in the VPR folder format")
-    p.add_argument("--preset", default="demo", choices=["tiny", "demo", "large"])
+    p.add_argument("--preset", default="demo", choices=sorted(SYNTH_PRESETS))
     p.add_argument("--out", type=Path, default=Path("data/synthcity"))
     p.add_argument("--seed", type=int, default=None, help="override the preset's seed (default 0)")
     p.add_argument("--workers", type=int, default=None, help="render processes (default: all cores)")
@@ -348,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_synth)
 
     p = sub.add_parser("synth-sample", help="write a SynthCity contact sheet (views of one place, queries, labels)")
-    p.add_argument("--preset", default="demo", choices=["tiny", "demo", "large"])
+    p.add_argument("--preset", default="demo", choices=sorted(SYNTH_PRESETS))
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--out", type=Path, default=Path("assets/synthcity_sample.jpg"))
     p.set_defaults(func=_cmd_synth_sample)
@@ -360,11 +379,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("demo", help="train the shipped demo models (SARE + SFRS on SynthCity, CPU, 3 seeds) into assets/demo")
-    p.add_argument("--data", type=Path, default=Path("data/synthcity"))
-    p.add_argument("--out", type=Path, default=Path("assets/demo"))
+    p = sub.add_parser("demo", help="train the shipped demo models (SARE + SFRS on a SynthCity, 5 seeds) into assets/CITY")
+    p.add_argument("--city", default="demo", choices=sorted(DEMO_CITIES),
+                   help="demo: the plain SynthCity; challenge: the paper's challenges on (default demo)")
+    p.add_argument("--data", type=Path, default=None, help="dataset folder (default data/synthcity or data/synthcity-challenge)")
+    p.add_argument("--out", type=Path, default=None, help="export folder (default assets/demo or assets/challenge)")
     p.add_argument("--runs-dir", type=Path, default=Path("runs"))
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one SARE + SFRS pair per seed")
+    p.add_argument("--seeds", type=int, nargs="+", default=list(DEMO_SEEDS), help="one SARE + SFRS pair per seed")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_demo)
 

@@ -56,6 +56,15 @@ class Run:
         return sorted(int(p.stem[3:]) for p in self.path.glob("gen*.pt") if p.stem[3:].isdigit())
 
     @property
+    def result_generations(self) -> list[int]:
+        """Generations with test or validation results: those of :attr:`generations`, and in a
+        shipped run whose middle generations' weights were left out to save space
+        (``training.export.leave_out_weights``), those too (their recall is there, not their model)."""
+        found = {int(p.stem.rsplit("_gen", 1)[1]) for p in (self.path / "results").glob("*_gen*.npz")
+                 if p.stem.rsplit("_gen", 1)[-1].isdigit()}
+        return sorted(found | set(self.generations))
+
+    @property
     def last_generation(self) -> int:
         gens = self.generations
         if not gens:

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .paired import PairedDiff, generation_diffs
 from .retrieval.metrics import recall_from_hits
 from .retrieval.results import QueryResults
 from .runs import Run
@@ -56,10 +57,11 @@ class SeedGroup:
 
     @property
     def generations(self) -> list[int]:
-        """Generations every run of the group has finished."""
-        common = set(self.runs[0].generations)
+        """Generations every run of the group has results for (a shipped run may have left out a
+        middle generation's weights, never its results)."""
+        common = set(self.runs[0].result_generations)
         for r in self.runs[1:]:
-            common &= set(r.generations)
+            common &= set(r.result_generations)
         return sorted(common)
 
 
@@ -155,3 +157,43 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(str(row.get(c, "—")) for c in columns) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def _aligned_correct(results: QueryResults, queries: np.ndarray) -> np.ndarray:
+    """``results.correct`` in the order of ``queries`` (a run may list its queries in another order)."""
+    order = {int(q): i for i, q in enumerate(results.queries)}
+    missing = [int(q) for q in queries if int(q) not in order]
+    if missing:
+        raise ValueError(f"{results.run}: no result for queries {missing[:5]}; paired comparison needs every query")
+    return results.correct[[order[int(q)] for q in queries]]
+
+
+def paired_diffs(group: SeedGroup, split: str, ns: Sequence[int] = (1, 5, 10),
+                 load: Callable[[Run, str, int], QueryResults] | None = None) -> dict[int, dict[int, PairedDiff]]:
+    """For each generation after 0 of a multi-generation group: recall@N minus generation 0's (the
+    SARE baseline each SFRS seed starts from), paired by seed and query (:mod:`sfrs_core.paired`)."""
+    load = load or (lambda run, s, g: run.results(s, g))
+    gens = group.generations
+    if len(gens) < 2 or gens[0] != 0:
+        return {}
+    first = load(group.runs[0], split, 0)
+    queries = np.sort(first.queries)
+    ns = [n for n in ns if n <= first.k]
+    hits = [{g: _aligned_correct(load(run, split, g), queries) for g in gens} for run in group.runs]
+    return generation_diffs(hits, ns)
+
+
+def paired_rows(diffs: dict[int, dict[int, PairedDiff]]) -> list[dict[str, Any]]:
+    """One row per generation: the paired gain in recall@N with its 95 % interval, the seeds that
+    went up / down with the sign test's p, and whether the R@1 gain is established."""
+    rows = []
+    for g, by_n in diffs.items():
+        row: dict[str, Any] = {"generation": f"{g} − 0 (SARE)"}
+        for n, d in by_n.items():
+            row[f"ΔR@{n} [95 %]"] = d.text()
+        first = next(iter(by_n.values()))
+        row["seeds up/down (R@1)"] = f"{first.seeds_up}/{first.seeds_down}"
+        row["sign test p"] = f"{first.sign_p:.3f}"
+        row["R@1 gain"] = first.verdict()
+        rows.append(row)
+    return rows

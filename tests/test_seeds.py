@@ -86,7 +86,9 @@ def seed_env(tiny_runs, tmp_path, monkeypatch) -> Path:
 def test_overview_shows_mean_and_std_over_seeds(seed_env):
     at = run_page("viz_app/app_pages/overview.py")
     tables = [d.value for d in at.dataframe]
-    assert len(tables) == 2 and set(tables[0]["seed"]) == {0, 1}
+    assert len(tables) == 3 and set(tables[0]["seed"]) == {0, 1}
+    paired = tables[2]
+    assert list(paired["generation"]) == ["1 − 0 (SARE)"] and paired["seeds"].iloc[0] == 2
     seeds = tables[1]
     last = seeds[seeds["generation"] == 1].iloc[0]
     r1 = [QueryResults.load(seed_env / name / "results" / "test_gen1.npz").correct[:, 0].mean()
@@ -103,6 +105,29 @@ def test_seeds_command_prints_the_table(seed_env, capsys):
     assert main(["seeds", "--runs-dir", str(seed_env), "--split", "test"]) == 0
     out = capsys.readouterr().out
     assert "tiny-sfrs, tiny-sfrs-seed1 (seeds [0, 1])" in out and "| SFRS | 1 | 2 |" in out
+    # the paired table: generation 1 minus generation 0, seed by seed and query by query
+    from sfrs_core.paired import paired_diff
+
+    hits = {g: np.stack([QueryResults.load(seed_env / n / "results" / f"test_gen{g}.npz").correct[:, 0]
+                         for n in ("tiny-sfrs", "tiny-sfrs-seed1")]) for g in (0, 1)}
+    expect = paired_diff(hits[1], hits[0], 1)
+    assert f"| 1 − 0 (SARE) | {expect.text()} |" in out
+    assert "with 2 seeds its smallest p is 0.5" in out
+
+
+def test_a_seed_without_middle_weights_keeps_its_recall(seed_env):
+    from sfrs_core.seeds import paired_diffs
+    from sfrs_core.training.export import leave_out_weights
+
+    twin = Run(seed_env / "tiny-sfrs-seed1")
+    before = paired_diffs(seed_groups([Run(seed_env / "tiny-sfrs"), twin])[0], "test")
+    assert leave_out_weights(twin.path, keep=[1]) == [0]
+    assert twin.generations == [1] and twin.result_generations == [0, 1]
+    manifest = json.loads((twin.path / "manifest.json").read_text())
+    assert "gen0.pt" not in manifest["files"] and manifest["weights_left_out"] == [0]
+    group = seed_groups([Run(seed_env / "tiny-sfrs"), twin])[0]
+    assert group.generations == [0, 1]
+    assert paired_diffs(group, "test")[1][1] == before[1][1]
     data = open_run(seed_env / "tiny-sfrs").data
     assert read_vpr_folder(data)["test"].queries.condition is not None
 

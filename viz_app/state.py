@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import zlib
 from pathlib import Path
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import streamlit as st
 
@@ -279,20 +279,24 @@ class SeedStatistics:
     rows: list
     chart: dict
     errors: dict
+    paired: list = field(default_factory=list)  # sfrs_core.seeds.paired_rows of multi-generation groups
 
 
 def seed_statistics(data: str, split: str) -> SeedStatistics:
     """Recall over seeds of the runs of ``data`` that differ only in their seed."""
-    from sfrs_core.seeds import seed_groups, seed_summary, summary_rows
+    from sfrs_core.seeds import paired_diffs, paired_rows, seed_groups, seed_summary, summary_rows
 
     groups = [g for g in seed_groups(r for r in runs() if r.data == data) if len(g.runs) > 1 and g.generations]
     conditions = dataset(data)[split].queries.condition
-    rows, chart, errors = [], {}, {}
+    rows, chart, errors, paired = [], {}, {}, []
     for group in groups:
-        stats = seed_summary(group, split, conditions, load=lambda run, s, g: results(str(run.path), s, g))
+        load = lambda run, s, g: results(str(run.path), s, g)  # noqa: E731
+        stats = seed_summary(group, split, conditions, load=load)
         rows += summary_rows(group, stats)
+        paired += [{"method": group.kind, "seeds": len(group.runs), **row}
+                   for row in paired_rows(paired_diffs(group, split, load=load))]
         last = group.generations[-1]
         label = f"{group.kind} gen {last} ({len(group.runs)} seeds)"
         chart[label] = {s.condition: s.mean for s in stats if s.generation == last and s.n == 1}
         errors[label] = {s.condition: s.std for s in stats if s.generation == last and s.n == 1}
-    return SeedStatistics(rows, chart, errors)
+    return SeedStatistics(rows, chart, errors, paired)

@@ -20,6 +20,29 @@ from .geo import UtmZone, check_latlon, check_utm
 
 TRAIN_POS_RADIUS_M = 10.0
 EVAL_POS_RADIUS_M = 25.0
+#: Two cameras a few metres apart whose headings differ by more than a field of view (about 65°
+#: for Pittsburgh's and SynthCity's images) share next to nothing of their views.
+FACING_AWAY_DEG = 65.0
+
+
+def facing_away(split: "PlaceSplit", radius_m: float = TRAIN_POS_RADIUS_M, away_deg: float = FACING_AWAY_DEG) -> dict | None:
+    """How many of the queries' positives within ``radius_m`` (by their GPS tags) look at another
+    scene (headings more than ``away_deg`` apart): the paper's first challenge, that a GPS
+    positive need not show the query's place. None when headings are unknown."""
+    hq, hd = split.queries.heading, split.database.heading
+    if hq is None or hd is None or np.isnan(hq).any() or np.isnan(hd).any():
+        return None
+    pairs = away = all_away = with_pos = 0
+    for q, pos in enumerate(split.positives(radius_m)):
+        if len(pos) == 0:
+            continue
+        diff = np.abs((hd[pos] - hq[q] + 180.0) % 360.0 - 180.0) > away_deg
+        pairs, away = pairs + len(pos), away + int(diff.sum())
+        with_pos += 1
+        all_away += bool(diff.all())
+    return {"radius_m": radius_m, "away_deg": away_deg, "pairs": pairs,
+            "share_away": round(away / pairs, 4) if pairs else None,
+            "queries_all_away": round(all_away / with_pos, 4) if with_pos else None}
 SPLIT_NAMES = ("train", "val", "test")
 
 
@@ -206,6 +229,9 @@ class PlaceDataset:
                     "queries_without": int((pos == 0).sum()),
                 },
             }
+            away = facing_away(split)
+            if away is not None:
+                entry["positives_10m_facing_away"] = away
             if split.queries.condition is not None:
                 tags, counts = np.unique(np.asarray(split.queries.condition), return_counts=True)
                 entry["query_conditions"] = {str(t): int(c) for t, c in zip(tags, counts)}

@@ -1,9 +1,11 @@
-"""The shipped demo models: SARE baselines and 4-generation SFRS runs on SynthCity, on CPU, over seeds.
+"""The shipped demo models: SARE baselines and 4-generation SFRS runs on SynthCity, over seeds.
 
-Each seed trains one SFRS run (``runs/demo-sfrs-seed{s}``); its generation 0 is the SARE
+Each seed trains one SFRS run (``runs/{city}-sfrs-seed{s}``); its generation 0 is the SARE
 baseline. Seed 0 is exported as ``sare/`` and ``sfrs/`` (the runs the app shows by default), the
 other seeds as ``sare-seed{s}/`` and ``sfrs-seed{s}/``: runs that differ only in their seed, which
-the app and the README report together as mean ± std.
+the app and the README report together as mean ± std, and pair (``sfrs_core.seeds``). Two cities,
+each a SynthCity preset with its own folders (:data:`CITIES`): ``demo`` and ``challenge`` (the
+paper's challenges on).
 """
 from __future__ import annotations
 
@@ -13,12 +15,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..data.synthcity import generate, is_complete, preset
+from ..demo_cities import CITIES, DEMO_SEEDS
 from ..io import atomic_write_json
 from .export import export_run
 from .presets import demo_config
 from .trainer import resume_run, train
 
-DEMO_SEEDS = (0, 1, 2)
 
 
 def demo_run_names(seed: int) -> tuple[str, str]:
@@ -26,20 +28,23 @@ def demo_run_names(seed: int) -> tuple[str, str]:
     return ("sare", "sfrs") if seed == 0 else (f"sare-seed{seed}", f"sfrs-seed{seed}")
 
 
-def build_demo_models(data: str | Path = "data/synthcity", out: str | Path = "assets/demo",
+def build_demo_models(data: str | Path | None = None, out: str | Path | None = None,
                       runs_dir: str | Path = "runs", progress: bool = True,
-                      seeds: Sequence[int] = DEMO_SEEDS) -> dict[str, Path]:
-    """Render SynthCity ``demo`` if missing, train the SFRS demo run of every seed (resuming a
-    partial one, skipping a finished one), and export each seed's SARE baseline (generation 0)
+                      seeds: Sequence[int] = DEMO_SEEDS, city: str = "demo") -> dict[str, Path]:
+    """Render the ``city``'s SynthCity if missing, train the SFRS demo run of every seed (resuming
+    a partial one, skipping a finished one), and export each seed's SARE baseline (generation 0)
     and SFRS run. Training minutes per seed go to ``out/timings.json``."""
-    data, out, runs_dir = Path(data), Path(out), Path(runs_dir)
+    if city not in CITIES:
+        raise ValueError(f"unknown demo city {city!r}; choose one of {sorted(CITIES)}")
+    synth, default_data, default_out = CITIES[city]
+    data, out, runs_dir = Path(data or default_data), Path(out or default_out), Path(runs_dir)
     if not is_complete(data):
-        generate(preset("demo"), data, overwrite=data.exists(), progress=progress)
+        generate(preset(synth), data, overwrite=data.exists(), progress=progress)
     timings_file = out / "timings.json"
     timings = json.loads(timings_file.read_text()) if timings_file.is_file() else {}
     paths: dict[str, Path] = {}
     for seed in seeds:
-        run = runs_dir / f"demo-sfrs-seed{seed}"
+        run = runs_dir / f"{city}-sfrs-seed{seed}"
         start = time.time()
         trained = _train_or_resume(run, data, runs_dir, seed, progress)
         if trained:

@@ -9,7 +9,7 @@ import torch
 
 from ..retrieval.results import QueryResults
 from ..io import atomic_write_bytes, atomic_write_json
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import MANIFEST, load_checkpoint, save_checkpoint
 from .metrics_log import read_metrics
 
 
@@ -58,6 +58,26 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, generations: int | N
         shutil.rmtree(out_dir)
     tmp.rename(out_dir)
     return out_dir
+
+
+def leave_out_weights(run_dir: str | Path, keep: list[int]) -> list[int]:
+    """Delete an exported run's generation checkpoints except ``keep`` (its metrics, results and
+    soft labels stay: ``Run.result_generations`` still lists every generation, ``Run.generations``
+    only those with weights). For the shipped seeds beyond the first, within the assets' size
+    budget. The manifest drops the deleted files and lists them under ``weights_left_out``.
+    Returns the generations left out."""
+    run_dir = Path(run_dir)
+    manifest = json.loads((run_dir / MANIFEST).read_text())
+    gone = []
+    for path in sorted(run_dir.glob("gen*.pt")):
+        g = int(path.stem[3:])
+        if g not in keep:
+            path.unlink()
+            manifest["files"].pop(path.name, None)
+            gone.append(g)
+    manifest["weights_left_out"] = sorted(set(manifest.get("weights_left_out", [])) | set(gone))
+    atomic_write_json(run_dir / MANIFEST, manifest)
+    return gone
 
 
 def checkpoint_state_equal(a: str | Path, b: str | Path) -> bool:

@@ -25,7 +25,7 @@ failure_notice(sel.data, run_dirs())
 
 rows = []
 for run in [r for r in runs() if r.data == sel.data]:
-    for g in run.generations:
+    for g in run.result_generations:  # (a shipped seed may lack a middle generation's weights, not its recall)
         rec = run.recall(sel.split, g)
         rows.append({"run": run.name, "kind": run.kind, "seed": run.config.get("seed", 0), "generation": g,
                      "loss": run.loss, **{f"R@{n}": f"{100 * rec[n]:.1f}" if n in rec else "—" for n in (1, 5, 10, 20)},
@@ -40,6 +40,13 @@ if seeds.rows:
                "standard deviation over seeds, for all queries and per time of day. One seed is one draw; "
                "compare methods by these, not by a single run.")
     st.dataframe(pd.DataFrame(seeds.rows), hide_index=True, width="stretch")
+    if seeds.paired:
+        st.subheader("Paired: each generation against its own seed's SARE baseline (points of recall)")
+        st.caption("Generation 0 of every SFRS run is its SARE baseline, so each seed and each query is a pair. "
+                   "Brackets: a 95 % interval from a bootstrap over seeds × queries; the sign test counts seeds "
+                   "up against down (with 5 seeds its smallest p is 0.0625). A gain is established only "
+                   "where the interval excludes 0.")
+        st.dataframe(pd.DataFrame(seeds.paired), hide_index=True, width="stretch")
     if seeds.chart:
         left, right = st.columns([3, 2])
         cond_fig = partial(recall_by_condition, seeds.chart, seeds.errors, n=1,

@@ -13,6 +13,8 @@ import numpy as np
 from .config import DistrictSpec, SynthCityConfig
 from .textures import CAR_COLOURS, CAR_SPRITE_BASE, N_PERSONS, SIGN_PX_HEIGHT, SPRITE_IDS, render_sign, shop_name
 
+SIGN_HEIGHT_M = 0.9  # a shop sign's height at sign_scale 1
+
 FACADE_COLOURS = np.array(
     [(165, 90, 70), (190, 170, 140), (140, 140, 145), (110, 120, 135), (215, 200, 170),
      (150, 110, 85), (185, 185, 180), (125, 85, 70)], dtype=np.float32)
@@ -42,6 +44,7 @@ class District:
     b_length: np.ndarray  # (B,) front length
     b_door: np.ndarray  # (B,) door position along the front
     b_shop: np.ndarray  # (B,) shop index or -1
+    b_design: np.ndarray  # (B,) shared design index (facade_repeat) or -1 for a one-off building
     # shops: sign placement and the sign atlas (all signs side by side, one row of pixels high)
     shop_sign_a0: np.ndarray  # (P,)
     shop_sign_a1: np.ndarray  # (P,)
@@ -56,6 +59,7 @@ class District:
     # streets: centre lines (for road markings and camera paths)
     street_x: np.ndarray  # x of north-south streets (the outer ring's included)
     street_y: np.ndarray  # y of east-west streets
+    sign_height_m: float = SIGN_HEIGHT_M
 
     @property
     def camera_streets(self) -> tuple[np.ndarray, np.ndarray]:
@@ -65,7 +69,50 @@ class District:
         return sx, sy
 
 
-def _district(name: str, spec: DistrictSpec, origin: np.ndarray, cfg: SynthCityConfig, rng: np.random.Generator, used_names: set[str]) -> District:
+@dataclass(frozen=True)
+class Design:
+    """A building design shared across blocks (the repetition challenge): facade, height, door
+    and, for a chain store, its sign (drawn once: every copy shows the same pixels) and awning."""
+
+    colour: np.ndarray
+    style: int
+    spacing: float
+    win_width: float
+    floor: float
+    height: float
+    door: float
+    chain: str | None  # the chain store's name, or None for a plain facade
+    sign: np.ndarray | None
+    sign_a0: float
+    sign_len: float
+    awning: np.ndarray
+
+
+def shared_designs(cfg: SynthCityConfig) -> list[Design]:
+    """The ``facade_designs`` designs of the city (none while ``facade_repeat`` is 0)."""
+    if cfg.facade_repeat <= 0:
+        return []
+    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0xFACADE]))
+    designs = []
+    for _ in range(cfg.facade_designs):
+        spacing = float(rng.choice([2.4, 2.8, 3.2, 3.6]))
+        chain = shop_name(rng) if rng.random() < 0.7 else None
+        sign_len = float(rng.uniform(3.5, 5.5) * cfg.sign_scale)
+        sign = render_sign(chain, sign_len, rng, SIGN_HEIGHT_M * cfg.sign_scale) if chain else None
+        designs.append(Design(
+            colour=FACADE_COLOURS[int(rng.integers(0, len(FACADE_COLOURS)))] * rng.uniform(0.92, 1.08),
+            style=int(rng.integers(0, 4)), spacing=spacing, win_width=spacing * rng.uniform(0.42, 0.58),
+            floor=float(rng.uniform(3.0, 3.6)), height=float(rng.choice([11.0, 14.0, 17.0, 21.0])),
+            door=float(rng.uniform(0.8, 2.0)), chain=chain, sign=sign, sign_a0=0.6, sign_len=sign_len,
+            awning=rng.integers(40, 230, size=3).astype(np.float64),
+        ))
+    return designs
+
+
+def _district(name: str, spec: DistrictSpec, origin: np.ndarray, cfg: SynthCityConfig, rng: np.random.Generator,
+              used_names: set[str], designs: list[Design] | None = None, rep_rng: np.random.Generator | None = None) -> District:
+    designs = designs or []
+    chain_shop: dict[int, int] = {}  # design index -> this district's shop row of its chain store
     B = cfg.block_m
     line = cfg.road_half_width_m + cfg.sidewalk_m  # building line, from the street centre line
     # One ring of blocks around the camera area, so perimeter streets have buildings on both sides.
@@ -103,6 +150,11 @@ def _district(name: str, spec: DistrictSpec, origin: np.ndarray, cfg: SynthCityC
                     a0, a1 = cuts[lot], cuts[lot + 1]
                     lot_len = a1 - a0
                     b = len(b_rows)
+                    # Repetition draws come from their own stream: the other lots stay as in the plain city.
+                    design = -1
+                    if designs and rep_rng.random() < cfg.facade_repeat:
+                        design = int(rep_rng.integers(0, len(designs)))
+                        heights[lot] = designs[design].height
                     front = start - normal * setbacks[lot]
                     p0, p1 = front + along * a0, front + along * a1
                     walls.append((p0, p1, heights[lot], b, 0.0, False))
@@ -122,18 +174,25 @@ def _district(name: str, spec: DistrictSpec, origin: np.ndarray, cfg: SynthCityC
                         while name in used_names:
                             name = shop_name(rng)
                         used_names.add(name)
-                        sign_len = float(min(lot_len - 1.0, rng.uniform(3.5, 7.5)))
+                        sign_len = float(min(lot_len - 1.0, rng.uniform(3.5, 7.5) * cfg.sign_scale))
                         s0 = float(rng.uniform(0.5, lot_len - sign_len - 0.5))
-                        sign = render_sign(name, sign_len, rng)
-                        shop = len(shops)
+                        sign = render_sign(name, sign_len, rng, SIGN_HEIGHT_M * cfg.sign_scale)
                         awning = FACADE_COLOURS[0] * 0 + rng.integers(40, 230, size=3)
-                        shops.append((s0, s0 + sign_len, atlas_x, sign.shape[1], name, awning))
-                        atlas_parts.append(sign)
-                        atlas_x += sign.shape[1]
+                        if design < 0:
+                            shop = len(shops)
+                            shops.append((s0, s0 + sign_len, atlas_x, sign.shape[1], name, awning))
+                            atlas_parts.append(sign)
+                            atlas_x += sign.shape[1]
                         door = s0 + sign_len + 0.2 if s0 + sign_len + 1.4 < lot_len else max(0.2, s0 - 1.4)
                     colour = FACADE_COLOURS[int(rng.integers(0, len(FACADE_COLOURS)))] * rng.uniform(0.92, 1.08)
-                    b_rows.append((colour, style, spacing, spacing * rng.uniform(0.42, 0.58),
-                                   float(rng.uniform(3.0, 3.6)), lot_len, door, shop))
+                    row = (colour, style, spacing, spacing * rng.uniform(0.42, 0.58), float(rng.uniform(3.0, 3.6)), lot_len, door, shop)
+                    if design >= 0:  # the shared design replaces the one-off draws (still drawn above)
+                        row, shop_rows = _apply_design(designs[design], design, lot_len, chain_shop, len(shops), atlas_x)
+                        for sign_row, sign in shop_rows:
+                            shops.append(sign_row)
+                            atlas_parts.append(sign)
+                            atlas_x += sign.shape[1]
+                    b_rows.append(row + (design,))
 
     # Street furniture along every street side: the same few models everywhere.
     sprite_pos, sprite_id = [], []
@@ -182,6 +241,7 @@ def _district(name: str, spec: DistrictSpec, origin: np.ndarray, cfg: SynthCityC
         b_colour=np.array(b[0], dtype=np.float32), b_style=np.array(b[1], dtype=np.int64),
         b_win_spacing=np.array(b[2]), b_win_width=np.array(b[3]), b_floor=np.array(b[4]),
         b_length=np.array(b[5]), b_door=np.array(b[6]), b_shop=np.array(b[7], dtype=np.int64),
+        b_design=np.array(b[8], dtype=np.int64),
         shop_sign_a0=np.array(s[0], dtype=np.float64), shop_sign_a1=np.array(s[1], dtype=np.float64),
         shop_atlas_x=np.array(s[2], dtype=np.int64), shop_atlas_w=np.array(s[3], dtype=np.int64),
         shop_names=list(s[4]), shop_awning=np.array(s[5], dtype=np.float32).reshape(-1, 3),
@@ -189,19 +249,42 @@ def _district(name: str, spec: DistrictSpec, origin: np.ndarray, cfg: SynthCityC
         sprite_pos=np.array(sprite_pos, dtype=np.float64).reshape(-1, 2),
         sprite_id=np.array(sprite_id, dtype=np.int64),
         street_x=street_x.astype(np.float64), street_y=street_y.astype(np.float64),
+        sign_height_m=SIGN_HEIGHT_M * cfg.sign_scale,
     )
+
+
+def _apply_design(design: Design, index: int, lot_len: float, chain_shop: dict[int, int], n_shops: int,
+                  atlas_x: int) -> tuple[tuple, list[tuple]]:
+    """A building row for a lot built from ``design``, and the chain store's shop row (with its
+    sign) to append when this district has not shown that chain yet."""
+    new_shops = []
+    shop = -1
+    door = min(design.door, max(0.2, lot_len - 1.5))
+    if design.chain and design.sign_a0 + design.sign_len + 0.5 <= lot_len:
+        if index not in chain_shop:
+            chain_shop[index] = n_shops
+            row = (design.sign_a0, design.sign_a0 + design.sign_len, atlas_x, design.sign.shape[1], design.chain, design.awning)
+            new_shops.append((row, design.sign))
+        shop = chain_shop[index]
+        end = design.sign_a0 + design.sign_len
+        door = end + 0.2 if end + 1.4 < lot_len else door
+    row = (design.colour, design.style, design.spacing, design.win_width, design.floor, lot_len, door, shop)
+    return row, new_shops
 
 
 def build_city(cfg: SynthCityConfig) -> dict[str, District]:
     """Generate the three districts (train, val, test) of the city for ``cfg.seed``."""
     root = np.random.SeedSequence([cfg.seed, 0x5C17])
     children = root.spawn(len(SPLITS))
-    used_names: set[str] = set()
+    designs = shared_designs(cfg)
+    used_names: set[str] = {d.chain for d in designs if d.chain}
     districts = {}
     x = 0.0
-    for name, child in zip(SPLITS, children):
+    for si, (name, child) in enumerate(zip(SPLITS, children)):
         spec = getattr(cfg, name)
-        districts[name] = _district(name, spec, np.array([x, 0.0]), cfg, np.random.default_rng(child), used_names)
+        rep_rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0xFACADE, si]))
+        districts[name] = _district(name, spec, np.array([x, 0.0]), cfg, np.random.default_rng(child), used_names,
+                                    designs, rep_rng)
         x += spec.blocks_x * cfg.block_m + cfg.district_gap_m
     return districts
 
@@ -220,6 +303,7 @@ class Pose:
     blur: bool = False
     occluder: bool = False
     seed: int = 0
+    traversal: int = 0  # which capture: 0 the database's, each query its own (cars, people, season)
 
 
 def street_points(district: District, spacing: float) -> np.ndarray:

@@ -44,6 +44,42 @@ class SynthCityConfig:
     query_lateral_m: float = 2.5  # queries stand up to this far off the street centre line
     jpeg_quality: int = 90
     render_distance_m: float = 160.0
+    # The paper's challenges, as knobs. Each default leaves it off (and the city byte-identical to
+    # the one rendered before the knob existed); the ``challenge`` preset turns them all on.
+    #: Repetition: share of building lots built from one of ``facade_designs`` shared designs
+    #: (facade, height, door and a chain store's sign and awning), the same in every block, so
+    #: global appearance misleads.
+    facade_repeat: float = 0.0
+    facade_designs: int = 6
+    #: Change between traversals: share of parked vehicles and people that differ (gone, or
+    #: another model) between the database capture and each query's capture.
+    traversal_change: float = 0.0
+    #: Probability that a query was captured in another season (autumn or bare street trees).
+    p_season: float = 0.0
+    #: Discriminative detail: shop signs' size (0.9 m tall and 3.5-7.5 m long at 1.0).
+    sign_scale: float = 1.0
+    #: GPS and compass error of the recorded tags (standard deviations; one GPS error per database
+    #: place, shared by its headings, as a panorama's): positives within 10 m that look elsewhere.
+    gps_noise_m: float = 0.0
+    heading_noise_deg: float = 0.0
+
+    def __post_init__(self):
+        for name in ("facade_repeat", "traversal_change", "p_season"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"SynthCity {name} must lie in [0, 1], not {getattr(self, name)}")
+        if not 0.2 <= self.sign_scale <= 1.0:  # a taller sign would reach the first floor's windows
+            raise ValueError(f"SynthCity sign_scale must lie in [0.2, 1], not {self.sign_scale}")
+        if self.facade_designs < 1:
+            raise ValueError(f"SynthCity facade_designs must be at least 1, not {self.facade_designs}")
+        if self.gps_noise_m < 0 or self.heading_noise_deg < 0:
+            raise ValueError("SynthCity gps_noise_m and heading_noise_deg must not be negative")
+
+    @property
+    def challenges(self) -> dict[str, float]:
+        """The challenge knobs that are on, by name (empty for the plain city)."""
+        off = {"facade_repeat": 0.0, "traversal_change": 0.0, "p_season": 0.0, "sign_scale": 1.0,
+               "gps_noise_m": 0.0, "heading_noise_deg": 0.0}
+        return {k: getattr(self, k) for k, v in off.items() if getattr(self, k) != v}
 
     def to_dict(self) -> dict:
         """Plain-JSON form, for ``synthcity.json``."""
@@ -74,6 +110,13 @@ PRESETS: dict[str, SynthCityConfig] = {
     ),
     # For the app and the demo models: a few thousand images, a couple of minutes on 2 cores.
     "demo": SynthCityConfig(),
+    # The demo city with the paper's challenges on: half the lots share one of six designs (chain
+    # stores included), half the parked cars and people change between captures, half the queries
+    # come from another season, smaller signs, and GPS/compass error in the tags.
+    "challenge": SynthCityConfig(
+        facade_repeat=0.5, facade_designs=6, traversal_change=0.5, p_season=0.5, sign_scale=0.8,
+        gps_noise_m=3.0, heading_noise_deg=5.0,
+    ),
     # For scale checks: tens of thousands of images.
     "large": SynthCityConfig(
         train=DistrictSpec(8, 6, 3000), val=DistrictSpec(4, 3, 500), test=DistrictSpec(6, 4, 1000),

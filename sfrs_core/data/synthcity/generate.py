@@ -26,7 +26,7 @@ from ..vpr_folder import VprName, format_vpr_name
 from .city import SPLITS, District, Pose, build_city, database_poses, query_poses
 from .config import SynthCityConfig
 from .labels import CLASSES, PALETTE
-from .render import render_view
+from .render import query_season, render_view
 
 META_FILE = "synthcity.json"
 _PALETTE_BYTES = PALETTE.flatten().tolist() + [0] * (768 - PALETTE.size)
@@ -42,9 +42,10 @@ class ViewJob:
     name: str
 
 
-def _note(pose: Pose) -> str:
+def _note(pose: Pose, cfg: SynthCityConfig) -> str:
     tags = [pose.condition] + [t for t, on in (("shift", pose.color_shift), ("blur", pose.blur), ("occluded", pose.occluder)) if on]
-    return "+".join(tags)
+    season = query_season(pose, cfg)
+    return "+".join(tags + ([season] if season != "summer" else []))
 
 
 def plan_views(cfg: SynthCityConfig, city: dict[str, District] | None = None) -> list[ViewJob]:
@@ -60,19 +61,39 @@ def plan_views(cfg: SynthCityConfig, city: dict[str, District] | None = None) ->
             "queries": query_poses(d, cfg, getattr(cfg, split).queries, rng),
         }
         for role, poses in roles.items():
+            tag_error = _tag_errors(cfg, si, role, len(poses))
             for i, pose in enumerate(poses):
                 if role == "database":  # per-image noise seed, fixed by position in the plan
                     pose = Pose(**{**pose.__dict__, "seed": int(np.random.SeedSequence([cfg.seed, si, i]).generate_state(1)[0])})
-                east = e0[0] + d.origin[0] + pose.x
-                north = n0[0] + d.origin[1] + pose.y
+                else:  # each query is its own capture (what changed since the database's: render.captured_sprites)
+                    pose = Pose(**{**pose.__dict__, "traversal": i + 1})
+                # The tags record where the GPS and compass said the camera was, not where it was.
+                de, dn, dh = tag_error[i]
+                east = e0[0] + d.origin[0] + pose.x + de
+                north = n0[0] + d.origin[1] + pose.y + dn
                 lat, lon = utm_to_latlon(east, north, zone)
                 meta = VprName(
                     east=east, north=north, zone=zone[0], band=zone[1], lat=float(lat[0]), lon=float(lon[0]),
-                    pano_id=f"{split[:2]}{role[0]}{i:05d}", heading=pose.heading,
-                    note=_note(pose) if role == "queries" else "day",
+                    pano_id=f"{split[:2]}{role[0]}{i:05d}", heading=(pose.heading + dh) % 360.0 if dh else pose.heading,
+                    note=_note(pose, cfg) if role == "queries" else "day",
                 )
                 jobs.append(ViewJob(split, role, pose, format_vpr_name(meta)))
     return jobs
+
+
+def _tag_errors(cfg: SynthCityConfig, split_index: int, role: str, count: int) -> np.ndarray:
+    """Per view (east, north, heading) errors of the recorded tags: zero unless ``gps_noise_m`` or
+    ``heading_noise_deg`` is set. A database place's ``db_headings`` views share one GPS fix (as a
+    panorama's images do); each query has its own."""
+    errors = np.zeros((count, 3))
+    if cfg.gps_noise_m <= 0 and cfg.heading_noise_deg <= 0:
+        return errors
+    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0x6E5, split_index, role == "database"]))
+    fixes = count // cfg.db_headings if role == "database" else count
+    gps = rng.normal(0.0, cfg.gps_noise_m, (fixes, 2))
+    errors[:, :2] = np.repeat(gps, cfg.db_headings, axis=0) if role == "database" else gps
+    errors[:, 2] = rng.normal(0.0, cfg.heading_noise_deg, count)
+    return errors
 
 
 _WORKER_CITY: dict[str, District] = {}

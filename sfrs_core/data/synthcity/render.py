@@ -15,10 +15,10 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from .city import District, Pose
+from .city import SIGN_HEIGHT_M, District, Pose
 from .config import SynthCityConfig
 from .labels import CLASS_ID
-from .textures import SIGN_PX_HEIGHT, SPRITE_IDS, sprite_library
+from .textures import CAR_SPRITE_BASE, N_CARS, N_PERSONS, SEASONS, SIGN_PX_HEIGHT, SPRITE_IDS, sprite_library, tree_in_season
 
 LAYERS = 4  # walls behind walls kept per column
 GROUND_FLOOR_M = 4.0
@@ -63,6 +63,7 @@ def _noise(u: np.ndarray, v: np.ndarray, scale: float) -> np.ndarray:
 
 def _hash01(*keys: np.ndarray) -> np.ndarray:
     """A deterministic pseudo-random value in [0, 1) per integer key tuple."""
+    keys = [np.atleast_1d(k) for k in keys]  # (numpy scalars would warn on the intended overflow)
     h = np.zeros(np.broadcast(*keys).shape, dtype=np.uint64)
     for k in keys:
         h = (h ^ np.asarray(k).astype(np.uint64)) * np.uint64(0x9E3779B97F4A7C15)
@@ -131,11 +132,12 @@ def _shade_walls(d: District, seg: np.ndarray, a: np.ndarray, h: np.ndarray):
     if len(d.shop_names):
         sid = np.maximum(shop, 0)
         a0, a1 = d.shop_sign_a0[sid], d.shop_sign_a1[sid]
-        sign = is_shop & (h >= SIGN_BOTTOM_M) & (h <= SIGN_TOP_M) & (a >= a0) & (a <= a1)
+        sign_top = SIGN_TOP_M if d.sign_height_m == SIGN_HEIGHT_M else SIGN_BOTTOM_M + d.sign_height_m
+        sign = is_shop & (h >= SIGN_BOTTOM_M) & (h <= sign_top) & (a >= a0) & (a <= a1)
         if sign.any():
             s = sid[sign]
             fx = np.clip(((a[sign] - a0[sign]) / (a1[sign] - a0[sign]) * d.shop_atlas_w[s]).astype(np.int64), 0, d.shop_atlas_w[s] - 1)
-            fy = np.clip(((SIGN_TOP_M - h[sign]) / (SIGN_TOP_M - SIGN_BOTTOM_M) * SIGN_PX_HEIGHT).astype(np.int64), 0, SIGN_PX_HEIGHT - 1)
+            fy = np.clip(((sign_top - h[sign]) / (sign_top - SIGN_BOTTOM_M) * SIGN_PX_HEIGHT).astype(np.int64), 0, SIGN_PX_HEIGHT - 1)
             texel = d.sign_atlas[fy, d.shop_atlas_x[s] + fx].astype(np.float32)
             col[sign] = texel
             emit[sign] = texel
@@ -263,11 +265,37 @@ def _ground_and_sky(frame: Frame, d: District, cam: np.ndarray, rays: np.ndarray
     frame.depth[vv, uu] = z
 
 
+def query_season(pose: Pose, cfg: SynthCityConfig) -> str:
+    """The season of a capture: summer for the database, another for a ``p_season`` share of queries."""
+    if pose.traversal == 0 or cfg.p_season <= 0 or _hash01(pose.traversal, 0x5EA)[0] >= cfg.p_season:
+        return "summer"
+    return SEASONS[1 + int(_hash01(pose.traversal, 0x5EB)[0] < 0.5)]
+
+
+def captured_sprites(d: District, pose: Pose, cfg: SynthCityConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Positions and sprite ids of the street furniture as this pose's capture saw it: the
+    database capture sees the district's own; a query's capture (``pose.traversal``) sees its
+    season's trees, and a ``traversal_change`` share of the parked cars and people gone or
+    replaced by another model (fixed per sprite and capture, so two views of one capture agree)."""
+    pos, ids = d.sprite_pos, tree_in_season(d.sprite_id, query_season(pose, cfg))
+    if pose.traversal == 0 or cfg.traversal_change <= 0:
+        return pos, ids
+    idx = np.arange(len(ids))
+    car = (ids >= CAR_SPRITE_BASE) & (ids < CAR_SPRITE_BASE + N_CARS)
+    person = (ids >= SPRITE_IDS["person0"]) & (ids < SPRITE_IDS["person0"] + N_PERSONS)
+    changed = (car | person) & (_hash01(idx, pose.traversal) < cfg.traversal_change)
+    gone = changed & (_hash01(idx, pose.traversal, 1) < 0.5)
+    step = 1 + np.floor(_hash01(idx, pose.traversal, 2) * 3).astype(np.int64)  # another model, never the same
+    ids = np.where(changed & car, CAR_SPRITE_BASE + (ids - CAR_SPRITE_BASE + step) % N_CARS, ids)
+    ids = np.where(changed & person, SPRITE_IDS["person0"] + (ids - SPRITE_IDS["person0"] + step) % N_PERSONS, ids)
+    return pos[~gone], ids[~gone]
+
+
 def _sprites(frame: Frame, d: District, cam: np.ndarray, fwd: np.ndarray, right: np.ndarray, pose: Pose, cfg: SynthCityConfig, rng: np.random.Generator, f: float, cx: float, cy: float) -> None:
-    rel = d.sprite_pos - cam
+    pos, ids = captured_sprites(d, pose, cfg)
+    rel = pos - cam
     z = rel @ fwd
     xr = rel @ right
-    ids = d.sprite_id
     if pose.occluder:  # a truck or a pedestrian right in front of the camera
         oz = rng.uniform(3.0, 7.0)
         ox = rng.uniform(-0.35, 0.35) * oz

@@ -1,17 +1,59 @@
-"""A contact sheet of SynthCity: one place in every database heading, two queries, a label map."""
+"""A contact sheet of SynthCity: one place in every database heading, two queries, a label map,
+and, when challenge knobs are on, a view that shows each knob."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ...io import atomic_path
-from .city import build_city, database_poses
+from .city import District, Pose, build_city, database_poses
 from .config import SynthCityConfig
 from .labels import CLASSES, PALETTE, colorize
-from .render import render_view
+from .render import query_season, render_view
+
+
+def facing_building(d: District, building: int, cfg: SynthCityConfig) -> Pose:
+    """A camera on the street centre line looking straight at ``building``'s front."""
+    seg = int(np.flatnonzero((d.wall_building == building) & ~d.wall_side)[0])
+    p0, p1 = d.wall_p0[seg], d.wall_p1[seg]
+    along = (p1 - p0) / np.linalg.norm(p1 - p0)
+    outward = np.array([along[1], -along[0]])  # faces are walked with the street on the right
+    centre = p0 + along * min(4.0, np.linalg.norm(p1 - p0) / 2)
+    cam = centre + outward * (cfg.road_half_width_m + cfg.sidewalk_m + 1.0)
+    heading = math.degrees(math.atan2(-outward[0], -outward[1])) % 360.0
+    return Pose(float(cam[0]), float(cam[1]), heading, cfg.fov_deg, cfg.camera_height_m)
+
+
+def _knob_tiles(d: District, cfg: SynthCityConfig, ref: Pose) -> list[tuple[np.ndarray, str]]:
+    """One or two views per challenge knob that is on."""
+    tiles = []
+    knobs = cfg.challenges
+    if "facade_repeat" in knobs:
+        counts = np.bincount(d.b_design[d.b_design >= 0], minlength=cfg.facade_designs)
+        design = int(np.argmax(counts))
+        copies = np.flatnonzero(d.b_design == design)
+        if copies.size >= 2:
+            for b in (copies[0], copies[-1]):
+                tiles.append((render_view(d, facing_building(d, int(b), cfg), cfg)[0],
+                              f"repetition: design {design}, building {b}"))
+    if "traversal_change" in knobs or "p_season" in knobs:
+        traversal = next((t for t in range(1, 200) if query_season(dataclasses.replace(ref, traversal=t), cfg) != "summer"), 1)
+        later = dataclasses.replace(ref, traversal=traversal)
+        tiles.append((render_view(d, ref, cfg)[0], "change: database capture"))
+        tiles.append((render_view(d, later, cfg)[0], f"change: a query's ({query_season(later, cfg)}, cars/people)"))
+    if "sign_scale" in knobs:
+        shops = np.flatnonzero((d.b_shop >= 0) & (d.b_design < 0))
+        if shops.size:
+            tiles.append((render_view(d, facing_building(d, int(shops[0]), cfg), cfg)[0], f"signs at scale {cfg.sign_scale:g}"))
+    if "gps_noise_m" in knobs or "heading_noise_deg" in knobs:
+        blank = np.full((cfg.height, cfg.width, 3), 255, np.uint8)
+        tiles.append((blank, f"tags: GPS error sd {cfg.gps_noise_m:g} m, compass sd {cfg.heading_noise_deg:g}°"))
+    return tiles
 
 
 def contact_sheet(cfg: SynthCityConfig) -> Image.Image:
@@ -29,6 +71,7 @@ def contact_sheet(cfg: SynthCityConfig) -> Image.Image:
     tiles.append((render_view(d, night, cfg)[0], "query: night, 1.5 m off"))
     tiles.append((render_view(d, dusk, cfg)[0], "query: dusk, blur, occluder"))
     tiles.append((colorize(render_view(d, ref, cfg)[1]), f"label map, heading {ref.heading:.0f}°"))
+    tiles += _knob_tiles(d, cfg, ref)
     W, H, pad, cols = cfg.width, cfg.height, 18, 4
     rows = (len(tiles) + 1 + cols - 1) // cols
     sheet = Image.new("RGB", (cols * W, rows * (H + pad)), (255, 255, 255))

@@ -49,10 +49,10 @@ def _contrast(colour: tuple[int, int, int]) -> tuple[int, int, int]:
     return (20, 20, 25) if luma > 140 else (250, 250, 245)
 
 
-def render_sign(name: str, length_m: float, rng: np.random.Generator) -> np.ndarray:
-    """Draw a shop sign ``length_m`` wide (0.9 m tall) as an RGB uint8 array."""
+def render_sign(name: str, length_m: float, rng: np.random.Generator, height_m: float = 0.9) -> np.ndarray:
+    """Draw a shop sign ``length_m`` wide and ``height_m`` tall as an RGB uint8 array."""
     h = SIGN_PX_HEIGHT
-    w = max(2 * h, int(round(h * length_m / 0.9)))
+    w = max(2 * h, int(round(h * length_m / height_m)))
     idx = rng.choice(len(_SIGN_COLOURS), size=2, replace=False)
     bg = _SIGN_COLOURS[idx[0]]
     accent = _SIGN_COLOURS[idx[1]]
@@ -102,8 +102,16 @@ def _finish(img: Image.Image, lab: Image.Image, width_m: float, height_m: float,
     return Sprite(rgba[..., :3].copy(), rgba[..., 3] > 127, label, width_m, height_m, emissive)
 
 
-def make_tree(variant: int) -> Sprite:
-    """One of two street-tree models, identical wherever they stand (repetitive content)."""
+SEASONS = ("summer", "autumn", "bare")
+_FOLIAGE = {
+    "autumn": ([(200, 110, 30), (225, 150, 40), (170, 70, 25), (235, 190, 70)],
+               [(190, 60, 25), (215, 120, 35), (150, 45, 20), (240, 170, 60)]),
+}
+
+
+def make_tree(variant: int, season: str = "summer") -> Sprite:
+    """One of two street-tree models, identical wherever they stand (repetitive content), in
+    summer leaf, autumn colours or bare (the same trunk and crown shape in every season)."""
     rng = np.random.default_rng(1000 + variant)
     w, h = 96, 144
     img = Image.new("RGBA", (w, h), (0, 0, 0, 0))
@@ -114,11 +122,17 @@ def make_tree(variant: int) -> Sprite:
     dl.rectangle(trunk, fill=CLASS_ID["tree"])
     greens = [(45, 110, 40), (60, 135, 50), (35, 90, 35), (80, 150, 60)] if variant == 0 else [
         (70, 120, 30), (95, 140, 45), (55, 100, 30), (120, 160, 60)]
+    if season in _FOLIAGE:
+        greens = _FOLIAGE[season][variant]
     for _ in range(70):
         cx = rng.normal(w / 2, w * 0.16)
         cy = rng.normal(h * 0.33, h * 0.12)
         r = rng.uniform(7, 15)
         shade = greens[int(rng.integers(0, len(greens)))]
+        if season == "bare":  # a twig from the trunk towards where the leaf cluster would be
+            d.line([(w / 2, h * 0.55), (cx, cy)], fill=(85, 65, 45, 255), width=2)
+            dl.line([(w / 2, h * 0.55), (cx, cy)], fill=CLASS_ID["tree"], width=2)
+            continue
         d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=shade + (255,))
         dl.ellipse([cx - r, cy - r, cx + r, cy + r], fill=CLASS_ID["tree"])
     return _finish(img, lab, 4.5, 7.0)
@@ -215,9 +229,20 @@ def sprite_library() -> tuple[Sprite, ...]:
     sprites = [make_tree(0), make_tree(1), make_lamp(), make_bus()]
     sprites += [make_person(v) for v in range(4)]
     sprites += [make_car(s, c) for s in range(3) for c in range(len(CAR_COLOURS))]
+    sprites += [make_tree(v, season) for season in SEASONS[1:] for v in range(2)]  # appended: ids above stay
     return tuple(sprites)
 
 
 SPRITE_IDS = {"tree0": 0, "tree1": 1, "lamp": 2, "bus": 3, "person0": 4}
 CAR_SPRITE_BASE = 8  # car (shape s, colour c) is sprite CAR_SPRITE_BASE + s * len(CAR_COLOURS) + c
 N_PERSONS = 4
+N_CARS = 3 * len(CAR_COLOURS)
+SEASON_TREE_BASE = CAR_SPRITE_BASE + N_CARS  # tree v in SEASONS[k] (k >= 1): SEASON_TREE_BASE + 2 (k - 1) + v
+
+
+def tree_in_season(sprite_id: np.ndarray, season: str) -> np.ndarray:
+    """The ids of the same trees in ``season`` (other sprites unchanged)."""
+    if season == "summer":
+        return sprite_id
+    tree = (sprite_id == SPRITE_IDS["tree0"]) | (sprite_id == SPRITE_IDS["tree1"])
+    return np.where(tree, SEASON_TREE_BASE + 2 * (SEASONS.index(season) - 1) + sprite_id, sprite_id)
