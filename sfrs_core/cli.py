@@ -188,6 +188,34 @@ def _cmd_seeds(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_attention_seeds(args: argparse.Namespace) -> int:
+    from .data import load_dataset
+    from .io import atomic_write_json
+    from .runs import discover_runs
+    from .seed_attention import attention_rows, seed_attention
+    from .seeds import markdown_table, seed_groups
+
+    runs = [r for r in discover_runs(tuple(str(d) for d in args.runs_dir)) if r.generations]
+    groups = [g for g in seed_groups(runs) if len(g.generations) > 1]
+    if not groups:
+        raise FileNotFoundError(f"no multi-generation (SFRS) run in {', '.join(map(str, args.runs_dir))}")
+    out = {}
+    for group in groups:
+        place_split = load_dataset(group.runs[0].data)[args.split]
+        queries = None if args.queries is None else range(min(args.queries, len(place_split.queries)))
+        summary = seed_attention(group, runs, place_split, args.split, args.method, queries, progress=not args.quiet)
+        out[group.label] = summary
+        print(f"{group.label} (seeds {group.seeds}), {group.runs[0].data} / {args.split}: where the {args.method} heatmap's "
+              f"mass falls, generation {summary['generation']} against its seed's SARE, over {summary['queries']} queries; "
+              f"brackets: 95 % interval, bootstrap over seeds x queries (points):")
+        print(markdown_table(attention_rows(summary)))
+        print()
+    if args.out:
+        atomic_write_json(args.out, out)
+        print(f"written to {args.out}")
+    return 0
+
+
 def _cmd_export_weights(args: argparse.Namespace) -> int:
     from .models.openibl import export_openibl
 
@@ -415,6 +443,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", type=Path, nargs="+", default=[Path("assets/demo")])
     p.add_argument("--split", default="test")
     p.set_defaults(func=_cmd_seeds)
+
+    p = sub.add_parser("attention-seeds", help="where SFRS looks against its seed's SARE baseline (class shares, sign "
+                       "pointing game), paired over seeds and queries with 95 %% intervals (SynthCity label maps)")
+    p.add_argument("--runs-dir", type=Path, nargs="+", default=[Path("assets/demo")])
+    p.add_argument("--split", default="test")
+    p.add_argument("--method", default="decomp", choices=["decomp", "gradcam", "activation"],
+                   help="heatmap method (default decomp: the exact NetVLAD decomposition)")
+    p.add_argument("--queries", type=int, default=None, help="the first N queries only (default: all)")
+    p.add_argument("--out", type=Path, default=None, help="also write the numbers as JSON")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_attention_seeds)
 
     p = sub.add_parser("export-weights", help="write a trained VGG16 model's weights for OpenIBL (vgg16_netvlad)")
     p.add_argument("checkpoint", type=Path, help="a model checkpoint, e.g. runs/NAME/gen3.pt")

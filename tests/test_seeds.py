@@ -140,3 +140,32 @@ def test_prepare_skips_other_seeds_unless_asked(seed_env):
     assert prepared == {"tiny-sare", "tiny-sfrs"}  # the seed-1 twin is indexed on demand
     done = prepare((str(seed_env),), progress=False, methods=(), all_seeds=True)
     assert {p.parent.parent.name for p in done} == {"tiny-sare", "tiny-sfrs", "tiny-sfrs-seed1"}
+
+
+def test_seed_attention_pairs_each_sfrs_seed_with_its_own_sare(seed_env, tmp_path):
+    from sfrs_core.explain.attention import attention_by_class
+    from sfrs_core.seed_attention import attention_rows, baseline_run, seed_attention
+    from sfrs_core.training.export import export_run, leave_out_weights
+
+    runs = [Run(seed_env / n) for n in ("tiny-sfrs", "tiny-sfrs-seed1")]
+    group = seed_groups(runs)[0]
+    split = read_vpr_folder(runs[0].data)["test"]
+    queries = [0, 1, 2]
+    summary = seed_attention(group, runs, split, "test", "decomp", queries)
+    # an independent path: the single-model summary the app shows, for seed 0's two models
+    for g, key in ((0, "sare"), (1, "sfrs")):
+        direct = attention_by_class(runs[0].model(g), split, runs[0].results("test", g), "decomp", queries)
+        for c in ("facade", "tree", "sign"):
+            assert summary["classes"][c][key][0] == pytest.approx(direct["shares"][c])
+    for c, v in summary["classes"].items():
+        assert v["diff"]["mean"] == pytest.approx(np.mean(v["sfrs"]) - np.mean(v["sare"]))
+    assert summary["generation"] == 1 and summary["seeds"] == [0, 1]
+    assert {r["class"] for r in attention_rows(summary)} >= {"facade", "sign"}
+    # a seed whose generation-0 weights were left out takes them from its SARE run
+    sare = export_run(seed_env / "tiny-sfrs", tmp_path / "x-sare", generations=1)
+    slim = tmp_path / "x-sfrs"
+    shutil.copytree(seed_env / "tiny-sfrs", slim, ignore=shutil.ignore_patterns("cache"))
+    leave_out_weights(slim, keep=[1])
+    assert baseline_run(Run(slim), [Run(sare)]).path == Run(sare).path
+    with pytest.raises(FileNotFoundError, match="no SARE run of seed 0"):
+        baseline_run(Run(slim), [])

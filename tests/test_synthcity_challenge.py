@@ -126,3 +126,22 @@ def test_gps_noise_moves_the_tags_not_the_views_one_fix_per_place():
     assert np.allclose(per_place, per_place[:, :1])  # a place's headings share one GPS fix
     dh = (n[:, 2] - p[:, 2] + 180) % 360 - 180
     assert 3.0 < dh.std() < 7.0
+
+
+def test_info_counts_positives_that_face_away_by_brute_force(tiny_city):
+    from sfrs_core.data import load_dataset
+    from sfrs_core.data.dataset import facing_away
+
+    split = load_dataset(tiny_city)["train"]
+    got = facing_away(split)
+    pairs = away = 0
+    for q in range(len(split.queries)):
+        dist = np.linalg.norm(split.database.utm - split.queries.utm[q], axis=1)
+        for i in np.flatnonzero(dist <= 10.0):
+            pairs += 1
+            diff = abs(split.database.heading[i] - split.queries.heading[q]) % 360
+            away += min(diff, 360 - diff) > 65.0
+    assert got["pairs"] == pairs and got["share_away"] == pytest.approx(away / pairs, abs=1e-4)
+    # 8 headings per place, a 65° field of view: most GPS positives look elsewhere
+    assert 0.5 < got["share_away"] < 0.9
+    assert load_dataset(tiny_city).summary()["splits"]["train"]["positives_10m_facing_away"] == got

@@ -71,15 +71,24 @@ def attention_by_class(model, split, results, method: str = "decomp", queries: S
     :class:`~sfrs_core.retrieval.results.QueryResults`); shares use the query's label map.
     ``on_progress(done, total)`` is called after each query (e.g. to move a progress bar).
     """
+    shares, hits, areas = per_query_attention(model, split, results, method, queries, image_size, progress, on_progress)
+    return {**summarise(shares, hits), "area": summarise(areas, [])["shares"]}
+
+
+def per_query_attention(model, split, results, method: str = "decomp", queries: Sequence[int] | None = None,
+                        image_size: tuple[int, int] | None = None, progress: bool = False,
+                        on_progress: Callable[[int, int], None] | None = None
+                        ) -> tuple[list[dict[str, float]], list[bool | None], list[dict[str, float]]]:
+    """Per query (in the order of ``queries``): the heatmap's class shares, its sign pointing hit
+    (None without a sign in view) and the classes' shares of the image area."""
     from tqdm import tqdm
 
     from .heatmaps import compute_heatmap, describe
 
     if split.queries.label_root is None:
         raise ValueError(f"split {split.name!r} has no semantic label maps (only SynthCity has them)")
-    queries = range(len(split.queries)) if queries is None else queries
+    queries = list(range(len(split.queries)) if queries is None else queries)
     shares, hits, areas = [], [], []
-    queries = list(queries)
     for done, q in enumerate(tqdm(queries, desc=f"attention ({method})", disable=not progress, leave=False), 1):
         match = split.database.image_path(int(results.ids[q, 0]))
         target = describe(model, match, size=image_size)
@@ -90,4 +99,4 @@ def attention_by_class(model, split, results, method: str = "decomp", queries: S
         areas.append(class_shares(np.ones(label.shape), label))
         if on_progress is not None:
             on_progress(done, len(queries))
-    return {**summarise(shares, hits), "area": summarise(areas, [])["shares"]}
+    return shares, hits, areas
