@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Train the shipped demo models of both SynthCity cities (demo and challenge), seeds 0-4, on one lent
-# GPU machine, in one call: how assets/demo and assets/challenge were made (README "Results").
+# GPU machine, in one call: how assets/demo and assets/challenge were made (docs/results.md).
 #
 # Here, once: bash bench/gpu_wheels.sh; mkdir -p .devcarry; cp ~/.cache/torch/hub/checkpoints/
 #   mobilenet_v2-b0353104.pth .devcarry/   (and add /.devcarry/ to .git/info/exclude)

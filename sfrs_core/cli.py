@@ -30,40 +30,16 @@ def _cmd_synth_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_summary(summary: dict) -> None:
-    print(f"{summary['name']}  ({summary['format']})  {summary['root']}")
-    header = f"{'split':<6} {'database':>9} {'queries':>8} {'zone':>5} {'extent (m)':>16} {'km²':>8} {'pos@25m mean/min/max':>22} {'no pos':>7}"
-    print(header)
-    print("-" * len(header))
-    for name, s in summary["splits"].items():
-        p = s["positives_25m"]
-        ext = f"{s['extent_m'][0]:.0f} x {s['extent_m'][1]:.0f}"
-        print(f"{name:<6} {s['database']:>9} {s['queries']:>8} {s['utm_zone']:>5} {ext:>16} {s['area_km2']:>8.3f} "
-              f"{p['mean']:>12.1f} / {p['min']} / {p['max']:<4} {p['queries_without']:>6}")
-    for name, s in summary["splits"].items():
-        away = s.get("positives_10m_facing_away")
-        if away and away["pairs"]:
-            print(f"{name} positives within {away['radius_m']:g} m that look at another scene (headings > {away['away_deg']:g}° "
-                  f"apart): {100 * away['share_away']:.1f} % of {away['pairs']} pairs; queries with no positive facing their "
-                  f"way: {100 * away['queries_all_away']:.1f} %")
-    for name, s in summary["splits"].items():
-        if "query_conditions" in s:
-            tags: dict[str, int] = {}
-            for note, n in s["query_conditions"].items():
-                for tag in note.split("+"):
-                    tags[tag] = tags.get(tag, 0) + n
-            print(f"{name} query conditions: " + ", ".join(f"{t} {n}" for t, n in sorted(tags.items())))
-
-
 def _cmd_info(args: argparse.Namespace) -> int:
     from .data.loaders import load_dataset
+    from .reporting import print_dataset_summary
 
     ds = load_dataset(args.path, format=args.format)
     summary = ds.summary()
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        _print_summary(summary)
+        print_dataset_summary(summary)
     return 0
 
 
@@ -71,6 +47,7 @@ STOPPED_EXIT = 130  # exit status of a training stopped by SIGTERM/SIGINT (resum
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from .reporting import print_run_summary
     from .training import TrainingStopped, resume_run, train
     from .training.background import stop_on_signals
     from .training.distributed import RankFailed, env_world
@@ -95,56 +72,26 @@ def _cmd_train(args: argparse.Namespace) -> int:
         except RankFailed:  # rank 0 failed (and reported why); this rank only followed it
             return 2
     if main_rank:
-        _print_run_summary(out)
+        print_run_summary(out)
     return 0
 
 
-def _print_run_summary(run_dir: Path) -> None:
-    from .training.metrics_log import read_metrics
-
-    finals = [r for r in read_metrics(run_dir / "metrics.jsonl") if r.get("final")]
-    print(f"run {run_dir}")
-    print(f"{'gen':>3} {'split':<6} {'R@1':>6} {'R@5':>6} {'R@10':>6} {'R@20':>6}")
-    for r in finals:
-        print(f"{r['generation']:>3} {r['split']:<6} " + " ".join(f"{100 * r.get(f'recall@{n}', float('nan')):6.1f}" for n in (1, 5, 10, 20)))
-
-
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from .reporting import print_run_summary
     from .training.demo import build_demo_models
 
     paths = build_demo_models(args.data, args.out, args.runs_dir, progress=not args.quiet, seeds=args.seeds, city=args.city)
     for name, path in paths.items():
-        _print_run_summary(path)
+        print_run_summary(path)
     return 0
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
-    from .data import load_dataset
-    from .explain.heatmap_core import load_rgb
-    from .explain.heatmaps import compute_heatmap, describe
-    from .explain.overlay import overlay
-    from .figures import heatmap_grid, save_figure
-    from .runs import open_run
+    from .explain.top_match import top_match_figure
 
-    run = open_run(args.run)
-    sp = load_dataset(run.data)[args.split]
-    if not 0 <= args.query < len(sp.queries):
-        raise ValueError(f"--query must be in 0..{len(sp.queries) - 1} for split {args.split!r}")
-    g = run.last_generation if args.generation is None else args.generation
-    res = run.results(args.split, g)
-    model, size = run.model(g), run.image_size()
-    qpath = sp.queries.image_path(args.query)
-    mpath = sp.database.image_path(int(res.ids[args.query, 0]))
-    hq = compute_heatmap(model, qpath, args.method, describe(model, mpath, size=size), size=size)
-    hm = compute_heatmap(model, mpath, args.method, describe(model, qpath, size=size), size=size)
-    label = f"{run.kind} gen {g}"
-    fig = heatmap_grid([qpath], {f"{label} query": [overlay(load_rgb(qpath, size), hq.image, signed=hq.signed, opacity=args.opacity)],
-                                 f"{label} match": [overlay(load_rgb(mpath, size), hm.image, signed=hm.signed, opacity=args.opacity)]},
-                       [mpath], match_correct=[bool(res.correct[args.query, 0])],
-                       match_captions=[f"{res.distances_m[args.query, 0]:.1f} m"], match_titles=["top-1"])
-    paths = save_figure(fig, args.out, tuple(args.formats), args.dpi)
-    print(f"query {args.query} -> db {int(res.ids[args.query, 0])} ({res.distances_m[args.query, 0]:.1f} m, "
-          f"{'right' if res.correct[args.query, 0] else 'wrong'}); written: " + ", ".join(map(str, paths)))
+    done = top_match_figure(args.run, args.query, args.out, method=args.method, split=args.split,
+                            generation=args.generation, opacity=args.opacity, formats=tuple(args.formats), dpi=args.dpi)
+    print(done.summary())
     return 0
 
 
@@ -158,61 +105,16 @@ def _cmd_export_figures(args: argparse.Namespace) -> int:
 
 
 def _cmd_seeds(args: argparse.Namespace) -> int:
-    from .data import load_dataset
-    from .runs import discover_runs
-    from .paired import BOOTSTRAP_REPLICATES
-    from .seeds import markdown_table, paired_diffs, paired_rows, seed_groups, seed_summary, summary_rows
+    from .reporting import print_seed_tables
 
-    runs = [r for r in discover_runs(tuple(str(d) for d in args.runs_dir)) if r.generations]
-    if not runs:
-        raise FileNotFoundError(f"no finished run in {', '.join(map(str, args.runs_dir))}")
-    conditions: dict[str, object] = {}
-    for group in seed_groups(runs):
-        data = group.runs[0].data
-        if data not in conditions:
-            try:
-                conditions[data] = load_dataset(data)[args.split].queries.condition
-            except (DatasetError, FileNotFoundError) as err:  # recall per condition needs the dataset; the rest not
-                print(f"note: {data}: {err}; recall per query condition left out")
-                conditions[data] = None
-        stats = seed_summary(group, args.split, conditions[data])
-        print(f"{group.label} (seeds {group.seeds}), {data} / {args.split}, mean ± std (%) over seeds:")
-        print(markdown_table(summary_rows(group, stats)))
-        diffs = paired_diffs(group, args.split)
-        if diffs and len(group.runs) > 1:
-            print(f"\npaired against generation 0 (the SARE baseline of each seed), in points of recall; "
-                  f"95 % interval from {BOOTSTRAP_REPLICATES} bootstrap replicates over seeds x queries; "
-                  f"sign test over seeds (two-sided; with {len(group.runs)} seeds its smallest p is {2 / 2 ** len(group.runs):.4g}):")
-            print(markdown_table(paired_rows(diffs)))
-        print()
+    print_seed_tables(args.runs_dir, args.split)
     return 0
 
 
 def _cmd_attention_seeds(args: argparse.Namespace) -> int:
-    from .data import load_dataset
-    from .io import atomic_write_json
-    from .runs import discover_runs
-    from .seed_attention import attention_rows, seed_attention
-    from .seeds import markdown_table, seed_groups
+    from .reporting import print_attention_tables
 
-    runs = [r for r in discover_runs(tuple(str(d) for d in args.runs_dir)) if r.generations]
-    groups = [g for g in seed_groups(runs) if len(g.generations) > 1]
-    if not groups:
-        raise FileNotFoundError(f"no multi-generation (SFRS) run in {', '.join(map(str, args.runs_dir))}")
-    out = {}
-    for group in groups:
-        place_split = load_dataset(group.runs[0].data)[args.split]
-        queries = None if args.queries is None else range(min(args.queries, len(place_split.queries)))
-        summary = seed_attention(group, runs, place_split, args.split, args.method, queries, progress=not args.quiet)
-        out[group.label] = summary
-        print(f"{group.label} (seeds {group.seeds}), {group.runs[0].data} / {args.split}: where the {args.method} heatmap's "
-              f"mass falls, generation {summary['generation']} against its seed's SARE, over {summary['queries']} queries; "
-              f"brackets: 95 % interval, bootstrap over seeds x queries (points):")
-        print(markdown_table(attention_rows(summary)))
-        print()
-    if args.out:
-        atomic_write_json(args.out, out)
-        print(f"written to {args.out}")
+    print_attention_tables(args.runs_dir, args.split, args.method, args.queries, args.out, progress=not args.quiet)
     return 0
 
 
@@ -241,21 +143,16 @@ def _cmd_import_weights(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .data import load_dataset
-    from .retrieval.evaluate import OPENIBL_IMAGE_SIZE, default_protocol, evaluate
+    from .retrieval.evaluate import evaluate
+    from .retrieval_options import evaluation_protocol, index_config_from_args
     from .training.checkpoint import load_model
 
     ds = load_dataset(args.data)
-    protocol = default_protocol(ds) if args.protocol == "auto" else args.protocol
-    size = _size(args.image_size)
-    if protocol == "tokyo247" and size is None:
-        if args.image_size is not None:
-            raise ValueError("the tokyo247 protocol resizes to H W (database) and max(H, W) (query shorter edge); "
-                             "give --image-size H W, or use --protocol plain for native sizes")
-        size = OPENIBL_IMAGE_SIZE
+    protocol, size = evaluation_protocol(ds, args.protocol, args.image_size)
     model, _ = load_model(args.checkpoint, device=_device(args.device))
     res = evaluate(model, ds[args.split], image_size=size, k=args.k, dedupe=args.dedupe, protocol=protocol,
                    batch_size=args.batch_size, progress=not args.quiet, run=str(args.checkpoint), dataset_root=ds.root,
-                   index_kind=_index_config(args), store=args.store, store_dtype=args.store_dtype, amp=args.amp)
+                   index_kind=index_config_from_args(args), store=args.store, store_dtype=args.store_dtype, amp=args.amp)
     how = f" [protocol {protocol}: queries' shorter edge {max(size)}, database {size[0]}x{size[1]}, " \
           f"NMS over the top {res.meta['nms_window']}]" if protocol == "tokyo247" else ""
     print(f"{args.checkpoint} on {ds.name}/{args.split}{how} ({res.meta['precision']}): "
@@ -272,63 +169,16 @@ def _device(name: str):
     return pick_device(None if name == "auto" else name)
 
 
-def _size(values):
-    return None if values is None or values == ["native"] else (int(values[0]), int(values[1]))
-
-
-def _add_scale_arguments(p: argparse.ArgumentParser) -> None:
-    """--kind, --store and --store-dtype of `evaluate` and `index` (large databases)."""
-    p.add_argument("--kind", default="flat", choices=["flat", "ivfpq", "hnsw"],
-                   help="faiss index: flat (exact, default), ivfpq (compressed, approximate), hnsw (graph, approximate)")
-    p.add_argument("--store", type=Path, metavar="DIR",
-                   help="keep descriptors in an on-disk store in DIR instead of RAM (written chunk by chunk, resumed "
-                        "after an interruption, refused if made by another model or dataset); for large databases")
-    p.add_argument("--store-dtype", default="float32", choices=["float32", "float16"],
-                   help="descriptor store precision (float16: half the disk, ~1e-3 error)")
-    tune = p.add_argument_group("index settings (recall versus speed; defaults from the database size, see "
-                                "sfrs_core.retrieval.index)")
-    tune.add_argument("--nlist", type=int, help="ivfpq: inverted lists (default sqrt(N)·4)")
-    tune.add_argument("--nprobe", type=int, help="ivfpq: lists searched per query (more: higher recall, slower)")
-    tune.add_argument("--pq-m", type=int, help="ivfpq: sub-quantizers, bytes a vector (default dim/64)")
-    tune.add_argument("--hnsw-m", type=int, help="hnsw: links per node (default 32)")
-    tune.add_argument("--ef-construction", type=int, help="hnsw: build breadth (default 120; 40 builds 3x faster, a worse graph)")
-    tune.add_argument("--ef-search", type=int, help="hnsw: search breadth (default 128; more: higher recall, slower)")
-    tune.add_argument("--hnsw-storage", choices=["flat", "sq8"], help="hnsw: full vectors or 8-bit (4x less memory)")
-    tune.add_argument("--rerank", type=int, help="evaluate with ivfpq/hnsw: re-rank each query's top R exactly")
-
-
-_TUNING = {  # flag -> (IndexConfig field, the kinds it applies to)
-    "nlist": ("nlist", ("ivfpq",)), "nprobe": ("nprobe", ("ivfpq",)), "pq_m": ("m", ("ivfpq",)),
-    "hnsw_m": ("hnsw_m", ("hnsw",)), "ef_construction": ("ef_construction", ("hnsw",)),
-    "ef_search": ("ef_search", ("hnsw",)), "hnsw_storage": ("hnsw_storage", ("hnsw",)),
-    "rerank": ("rerank", ("ivfpq", "hnsw")),
-}
-
-
-def _index_config(args: argparse.Namespace):
-    """``--kind`` and the index settings given, as an :class:`~sfrs_core.retrieval.index.IndexConfig`
-    (the plain kind when none is given); a setting of another kind is an error."""
-    from .retrieval.index import IndexConfig
-
-    given = {name: getattr(args, name) for name in _TUNING if getattr(args, name, None) is not None}
-    for name in given:
-        kinds = _TUNING[name][1]
-        if args.kind not in kinds:
-            raise ValueError(f"--{name.replace('_', '-')} applies to --kind {' or '.join(kinds)}, not {args.kind}")
-    return IndexConfig(kind=args.kind, **{_TUNING[n][0]: v for n, v in given.items()}) if given else args.kind
-
-
 def _cmd_index(args: argparse.Namespace) -> int:
     from .data import load_dataset
     from .retrieval.bundle import IndexBundle
+    from .retrieval_options import bundle_index_config, image_size_from_args
     from .training.checkpoint import load_model
 
     model, _ = load_model(args.checkpoint, device=_device(args.device))
     ds = load_dataset(args.data)
-    kind = _index_config(args)
-    if getattr(kind, "rerank", 0):
-        raise ValueError("--rerank applies to evaluate (an index bundle keeps no full descriptors to re-rank from)")
-    bundle = IndexBundle.build(model, ds[args.split], image_size=_size(args.image_size), kind=kind,
+    kind = bundle_index_config(args)
+    bundle = IndexBundle.build(model, ds[args.split], image_size=image_size_from_args(args.image_size), kind=kind,
                                progress=not args.quiet, meta={"checkpoint": str(args.checkpoint), "dataset": str(ds.root)},
                                store=args.store, store_dtype=args.store_dtype)
     out = bundle.save(args.out)
@@ -338,6 +188,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
 
 def _cmd_query(args: argparse.Namespace) -> int:
     from .data.photo import open_photo
+    from .reporting import print_localization
     from .retrieval.bundle import IndexBundle
     from .retrieval.localize import localize
     from .training.checkpoint import load_model
@@ -347,14 +198,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
     # as the Upload page: decoded reduced for the database's image size; conversions, and an
     # unusable EXIF GPS block (ignored: the photo is localized, its error is unknown), are noted
     photo = open_photo(args.image, bundle.image_size)
-    result = localize(model, bundle, photo, args.k, gps=photo.gps)
-    for note in photo.notes:
-        print(f"note: {args.image}: {note}", file=sys.stderr)
-    for warning in result.warnings:
-        print(f"warning: {args.image}: {warning}", file=sys.stderr)
-    for m, err in zip(result.matches, result.errors_m):
-        where = f"  {err:8.1f} m from the photo's GPS" if err is not None else ""
-        print(f"{m.rank:>2}. sim {m.similarity:.3f}  lat {m.latlon[0]:.6f} lon {m.latlon[1]:.6f}  {m.path}{where}")
+    print_localization(args.image, photo.notes, localize(model, bundle, photo, args.k, gps=photo.gps))
     return 0
 
 
@@ -378,7 +222,8 @@ def _cmd_stop(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .training.options import add_train_arguments  # light: the parser imports no torch
+    from .retrieval_options import add_index_arguments  # light, as add_train_arguments: the parser imports no torch
+    from .training.options import add_train_arguments
 
     # the installed console script names itself; python -m keeps its spelling
     prog = "sfrs" if Path(sys.argv[0]).name == "sfrs" else "python -m sfrs_core"
@@ -493,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="extract in bf16/fp16 autocast (CUDA only; faster, not OpenIBL's numbers); default float32, "
                         "as OpenIBL evaluates. The results record the precision")
     p.add_argument("--save", type=Path, help="write per-query results (.npz)")
-    _add_scale_arguments(p)
+    add_index_arguments(p)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_evaluate)
 
@@ -504,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="folder for index.faiss + bundle.json")
     p.add_argument("--image-size", nargs="+")
     p.add_argument("--device", default="auto")
-    _add_scale_arguments(p)
+    add_index_arguments(p)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_index)
 

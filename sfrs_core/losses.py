@@ -1,4 +1,4 @@
-"""Training losses of NetVLAD, SARE and SFRS (DESIGN.md section 1), batched over queries.
+"""Training losses of NetVLAD, SARE and SFRS (docs/design.md §1), batched over queries.
 
 Descriptors are L2-normalised; ``sim(a, b) = <a, b>``. Shapes: queries ``q`` and easiest
 positives ``p`` are ``B x L``, negatives ``negs`` are ``B x N x L``; each loss is a scalar,

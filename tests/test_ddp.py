@@ -50,7 +50,7 @@ def _debug(folder: Path, rank: int) -> list[dict]:
 
 
 def _chunk_order(city: Path, seed: int, generation: int, epoch: int) -> np.ndarray:
-    """The epoch's query order, as DESIGN.md defines it: the trainable queries (a positive within
+    """The epoch's query order, as docs/design.md §1 defines it: the trainable queries (a positive within
     10 m) permuted by a generator seeded with (seed, generation, epoch)."""
     positives = load_dataset(city)["train"].positives(10.0)
     trainable = np.array([i for i, p in enumerate(positives) if len(p)], dtype=np.int64)

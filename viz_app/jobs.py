@@ -26,7 +26,7 @@ from sfrs_core.models.backbones import TRUNKS, shipped_mobilenet_v2_file
 from sfrs_core.training.config import TrainConfig
 from sfrs_core.training.presets import PRESETS
 from viz_app.access import OUTSIDE_ROOTS, inside_data_roots, max_trainings
-from viz_app.state import dataset, run_dirs, runs
+from viz_app.cache import dataset, run_dirs, runs
 
 LOG = logging.getLogger("sfrs_studio.jobs")
 UNREADABLE = "This dataset cannot be read (the server's log says why)."

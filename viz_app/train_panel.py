@@ -28,7 +28,7 @@ from sfrs_core.training.trainer import RunExistsError
 from viz_app.guard import AccessError, may_write, owner, require_write, started_by
 from viz_app.jobs import (TrainOptions, canonical_data, dataset_options, dataset_problem, free_run_name, job_slots,
                           training_dir)
-from viz_app.state import Selection, run_metrics
+from viz_app.cache import Selection, run_metrics
 from viz_app.widgets import cached_figure, md_escape
 
 LOG = logging.getLogger("sfrs_studio.jobs")  # who started, stopped or resumed what: the server's log

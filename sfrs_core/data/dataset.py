@@ -2,7 +2,7 @@
 
 A :class:`PlaceDataset` has splits (train/val/test); each :class:`PlaceSplit` has a database
 and a query :class:`ImageSet` with UTM metres in one common zone. Positives are found with a
-KD-tree (10 m for training, 25 m for evaluation, as in DESIGN.md section 1).
+KD-tree (10 m for training, 25 m for evaluation, as in docs/design.md §1).
 """
 from __future__ import annotations
 

@@ -1,7 +1,11 @@
-"""Geodesy helpers: WGS84 latitude/longitude <-> UTM metres, with validation."""
+"""Geodesy helpers: WGS84 latitude/longitude <-> UTM metres, with validation; and local geometry
+in metres around a point (metres per degree, a camera's view cone, padded bounds, points within
+a radius), as the app's maps draw it."""
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Sequence
 
 import numpy as np
 import utm
@@ -66,3 +70,43 @@ def utm_to_latlon(east: np.ndarray, north: np.ndarray, zone: UtmZone) -> tuple[n
     north = np.atleast_1d(np.asarray(north, dtype=np.float64))
     lat, lon = utm.to_latlon(east, north, zone[0], zone[1], strict=False)
     return np.asarray(lat, np.float64), np.asarray(lon, np.float64)
+
+
+# --------------------------------------------------------------------------- local metres
+def metres_per_degree(lat: float) -> tuple[float, float]:
+    """Metres per degree of latitude and of longitude at latitude ``lat`` (WGS84 ellipsoid)."""
+    phi = math.radians(lat)
+    m_lat = 111_132.92 - 559.82 * math.cos(2 * phi) + 1.175 * math.cos(4 * phi)
+    m_lon = 111_412.84 * math.cos(phi) - 93.5 * math.cos(3 * phi)
+    return m_lat, max(m_lon, 1.0)
+
+
+def view_cone(latlon: tuple[float, float], heading_deg: float, fov_deg: float, length_m: float,
+              arc_points: int = 7) -> list[tuple[float, float]]:
+    """A camera's view cone as a polygon of (lat, lon) points: the camera (apex), then
+    ``arc_points`` points ``length_m`` away, from ``heading_deg − fov_deg/2`` to
+    ``heading_deg + fov_deg/2`` (compass degrees: 0 north, 90 east; the middle point of an odd
+    count lies straight ahead). Metres to degrees by the local scale of the ellipsoid (exact to
+    millimetres over a few metres)."""
+    lat, lon = float(latlon[0]), float(latlon[1])
+    m_lat, m_lon = metres_per_degree(lat)
+    angles = np.radians(heading_deg + np.linspace(-fov_deg / 2, fov_deg / 2, arc_points))
+    east, north = length_m * np.sin(angles), length_m * np.cos(angles)
+    return [(lat, lon)] + [(lat + float(n) / m_lat, lon + float(e) / m_lon) for e, n in zip(east, north)]
+
+
+def padded_bounds(points: Sequence[tuple[float, float]], pad_m: float) -> list[list[float]]:
+    """``[[south, west], [north, east]]`` of the (lat, lon) ``points``, widened by ``pad_m``
+    metres on every side (at the points' mean latitude)."""
+    lat = np.array([p[0] for p in points])
+    lon = np.array([p[1] for p in points])
+    m_lat, m_lon = metres_per_degree(float(lat.mean()))
+    dlat, dlon = pad_m / m_lat, pad_m / m_lon
+    return [[float(lat.min() - dlat), float(lon.min() - dlon)], [float(lat.max() + dlat), float(lon.max() + dlon)]]
+
+
+def indices_within(latlon: np.ndarray, center: tuple[float, float], radius_m: float) -> np.ndarray:
+    """Indices of the points of ``latlon`` (N×2) within ``radius_m`` of ``center`` (local metres)."""
+    m_lat, m_lon = metres_per_degree(center[0])
+    d = np.hypot((latlon[:, 0] - center[0]) * m_lat, (latlon[:, 1] - center[1]) * m_lon)
+    return np.flatnonzero(d <= radius_m)

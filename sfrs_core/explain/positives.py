@@ -1,10 +1,10 @@
-"""A query's GPS positives as SFRS training mines them (DESIGN.md §1 "Tuple"), for the app's maps.
+"""A query's GPS positives as SFRS training mines them (docs/design.md §1 "Tuple"), for the app's maps.
 
 Every database image within 10 m of a query is a GPS positive, whichever way it faces; many show
 another scene (the seed's first challenge). Training takes the *easiest* positive (ranked first
 by the model) for the hard loss and up to ``pos_num`` *difficult* positives for the soft loss:
 from the ``pos_pool`` best-ranked, those the k-reciprocal re-ranking promotes, then the unmoved
-(OpenIBL's rule). :class:`PositiveMiner` asks :class:`~sfrs_core.training.mining.TupleMiner` (the
+(OpenIBL's rule). :class:`PositiveMiner` asks :class:`~sfrs_core.mining.TupleMiner` (the
 trainer's own code, re-ranking on) which positives a generation's model picks, from that model's
 descriptors of the whole split: re-ranking looks at neighbours of neighbours, so every query and
 database image must be described. That takes a while on a CPU, so the descriptors are extracted
@@ -38,7 +38,7 @@ from .soft_labels import cached_feature_size, region_similarity_matrix, softmax
 from ..io import atomic_path
 from ..retrieval.extract import extract_descriptors
 from ..runs import Run
-from ..training.mining import MiningConfig, TupleMiner
+from ..mining import MiningConfig, TupleMiner
 
 Progress = Callable[[int, int], None]  # (images done, images in all)
 

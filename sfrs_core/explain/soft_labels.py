@@ -1,4 +1,4 @@
-"""Region soft labels across generations (DESIGN.md §1 "Generations").
+"""Region soft labels across generations (docs/design.md §1 "Generations").
 
 The teacher of generation g (the model of generation g−1) turns its similarities between a
 query's global descriptor and the 9 regions of each of k difficult positives into a target

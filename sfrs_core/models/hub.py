@@ -4,7 +4,7 @@
 
 * ``weights=FILE`` reads, with ``torch.load(weights_only=True)`` only:
   our checkpoints (``gen{g}.pt``, ``gen{g}_last.pt``, ``init.pt``, exported runs' half-precision
-  files, ``import-weights`` output: everything ``training.checkpoint.load_model`` takes), a run's
+  files, ``import-weights`` output: everything ``models.openibl.load_model`` takes), a run's
   ``latest.pt`` (see :func:`load_weights`) and OpenIBL's files (its released ``vgg16_netvlad``
   state dict or a training checkpoint, as ``models.openibl.load_openibl`` reads them). The PCA
   whitening a file holds is applied by ``forward`` (``model.pca.is_fitted``).
@@ -33,7 +33,9 @@ import torch
 
 from ..data.transforms import ImageTransform
 from ..errors import CheckpointError
+from .checkpoint import load_checkpoint_or_previous
 from .model import ModelConfig, NetVLADModel, build_model
+from .openibl import load_model
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +64,19 @@ def _resolved_norm(config: ModelConfig) -> str:
     return "imagenet"
 
 
+def _run_model_config(run_config: dict[str, Any]) -> ModelConfig:
+    """The model of a run's ``config.json`` (``TrainConfig.to_dict``), read here without the training
+    package above this one: its ``model`` entry, as ``TrainConfig.from_dict`` reads it (the paper's
+    model when absent). ``ValueError``/``TypeError`` for a file that is no run config."""
+    if not isinstance(run_config, dict):
+        raise TypeError(f"a run config is a JSON object, not {type(run_config).__name__}")
+    model = run_config.get("model")
+    return ModelConfig.paper() if model is None else ModelConfig.from_dict(model)
+
+
 def _from_resume(path: Path, data: dict[str, Any]) -> NetVLADModel:
     """The model a run's ``latest.pt`` holds: mid-generation its ``student`` (no PCA yet), with the
     architecture from the run's ``config.json``; at a generation's end the run's ``gen{g-1}.pt``."""
-    from ..training.checkpoint import load_model
-
     if "student" not in data:
         gen = data.get("generation")
         done = path.with_name(f"gen{int(gen) - 1}.pt") if isinstance(gen, int) and gen > 0 else None
@@ -76,9 +86,7 @@ def _from_resume(path: Path, data: dict[str, Any]) -> NetVLADModel:
         return load_model(done)[0]
     config_file = path.with_name("config.json")
     try:
-        from ..training.config import TrainConfig
-
-        model_cfg = TrainConfig.from_dict(json.loads(config_file.read_text())).model
+        model_cfg = _run_model_config(json.loads(config_file.read_text()))
     except (OSError, ValueError, TypeError, AttributeError) as err:
         raise CheckpointError(f"{path}: a resume checkpoint; its run's {config_file.name} is unreadable "
                               f"({type(err).__name__}), so the model cannot be rebuilt") from None
@@ -100,8 +108,6 @@ def load_weights(path: str | os.PathLike) -> NetVLADModel:
     the model in training at that moment, rebuilt from the run's ``config.json`` (its PCA is not
     fitted yet: descriptors are the VLAD), or, when it was saved at the end of generation ``g``,
     ``gen{g}.pt``. Errors are one-line ``CheckpointError``\\ s naming the file."""
-    from ..training.checkpoint import load_checkpoint_or_previous, load_model
-
     path = Path(path)
     if _RESUME_NAME.fullmatch(path.name):
         data = load_checkpoint_or_previous(path)

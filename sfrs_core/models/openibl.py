@@ -24,13 +24,13 @@ files get MatConvNet input normalisation (what OpenIBL trains and tests with).
 
 Import (:func:`import_openibl`, ``python -m sfrs_core import-weights``): an OpenIBL file written
 as one of our checkpoints (config with that normalisation + weights), the inverse of the export.
+
+Either (:func:`load_model`): the model of any model file, one of our checkpoints
+(:mod:`sfrs_core.models.checkpoint`) or OpenIBL's; it lives here, above both formats.
 """
 from __future__ import annotations
 
 import os
-import pickle
-import re
-import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -38,10 +38,11 @@ import torch
 
 from ..errors import CheckpointError
 from ..io import atomic_path
+from .checkpoint import (MAX_MESSAGE, describe_load_failure, load_checkpoint, model_from_payload, model_payload,
+                         one_line, safe_torch_load, save_checkpoint)
 from .model import ModelConfig, NetVLADModel, build_model
 
 _PREFIX = "module."
-_MAX_MESSAGE = 300  # a checkpoint error is one line, about this long at most
 
 
 # --------------------------------------------------------------------------- key mapping
@@ -105,47 +106,6 @@ def openibl_layout(model: NetVLADModel, pca: bool | None = None) -> dict[str, tu
 # --------------------------------------------------------------------------- reading
 
 
-def _one_line(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…"
-
-
-def describe_load_failure(path: str | os.PathLike, err: BaseException) -> str:
-    """One short line for why ``torch.load(path, weights_only=True)`` failed with ``err``
-    (never torch's multi-line advice to retry with ``weights_only=False``)."""
-    text = str(err)
-    if isinstance(err, pickle.UnpicklingError) or "Weights only load failed" in text:
-        found = re.search(r"GLOBAL ([\w.]+)", text)
-        what = f"would call {found.group(1)}" if found else "holds objects other than tensors and plain containers"
-        return f"{path}: refused: its pickle {what}; only tensors and plain containers are read from a checkpoint"
-    if isinstance(err, EOFError):
-        return f"{path}: truncated checkpoint (the data ends early)"
-    if "zip archive" in text or "PytorchStreamReader" in text:
-        return f"{path}: corrupt or truncated checkpoint (not a valid torch zip archive)"
-    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
-    return _one_line(f"{path}: not a torch checkpoint ({type(err).__name__}{': ' + first if first else ''})")
-
-
-def safe_torch_load(path: str | os.PathLike) -> Any:
-    """``torch.load(path, weights_only=True)`` on CPU; a one-line ``CheckpointError`` naming the
-    file if it is missing, empty, corrupt, or its pickle would run code."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found" + (" (it is a folder)" if path.is_dir() else ""))
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"{path}: empty file (0 bytes), not a checkpoint")
-    with open(path, "rb") as f:
-        head = f.read(4)
-    if not head.startswith((b"PK\x03\x04", b"\x80")):  # torch's zip format, or its legacy pickle (protocol >= 2)
-        raise CheckpointError(f"{path}: not a torch checkpoint (neither a torch zip archive nor a pickle)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # e.g. torch's note on the pickle protocol
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - anything torch raises is one kind of unreadable
-        raise CheckpointError(describe_load_failure(path, err)) from None
-
-
 def _openibl_state(path: Path, data: Any) -> dict[str, torch.Tensor]:
     """The state dict of a loaded OpenIBL file, ``state_dict`` wrapper and ``module.`` removed."""
     if isinstance(data, dict) and "model_config" in data:
@@ -157,11 +117,11 @@ def _openibl_state(path: Path, data: Any) -> dict[str, torch.Tensor]:
     for key, value in state.items():
         name = key.removeprefix(_PREFIX) if isinstance(key, str) else key
         if not isinstance(name, str):
-            raise CheckpointError(_one_line(f"{path}: key {key!r} is not a parameter name"))
+            raise CheckpointError(one_line(f"{path}: key {key!r} is not a parameter name"))
         if name in out:
-            raise CheckpointError(_one_line(f"{path}: key {name!r} appears both with and without the 'module.' prefix"))
+            raise CheckpointError(one_line(f"{path}: key {name!r} appears both with and without the 'module.' prefix"))
         if not isinstance(value, torch.Tensor):
-            raise CheckpointError(_one_line(f"{path}: key {key!r} holds a {type(value).__name__}, not a tensor"))
+            raise CheckpointError(one_line(f"{path}: key {key!r} holds a {type(value).__name__}, not a tensor"))
         out[name] = value
     return out
 
@@ -191,13 +151,13 @@ def _check_layout(path: Path, state: dict[str, torch.Tensor], layout: dict[str, 
     unknown = sorted(k for k in state if k not in layout)
     if unknown:
         hint = " (OpenIBL's model has no PCA layer here)" if unknown[0].startswith("pca_layer.") else ""
-        raise CheckpointError(_one_line(
+        raise CheckpointError(one_line(
             f"{path}: unknown key {unknown[0]!r}{more(len(unknown))}: not a parameter of "
             f"OpenIBL's VGG16 NetVLAD model{hint}"))
     wrong = [(k, v) for k, v in state.items() if tuple(v.shape) != layout[k]]
     if wrong:
         key, value = wrong[0]
-        raise CheckpointError(_one_line(
+        raise CheckpointError(one_line(
             f"{path}: key {key!r} has the wrong shape: expected {list(layout[key])}, "
             f"got {list(value.shape)}{more(len(wrong))}"))
 
@@ -212,13 +172,26 @@ def load_openibl(path: str | os.PathLike, config: ModelConfig | None = None) -> 
     try:
         model = build_model(config)
     except ValueError as err:
-        raise CheckpointError(_one_line(f"{path}: the weights describe no buildable model ({err})")) from None
+        raise CheckpointError(one_line(f"{path}: the weights describe no buildable model ({err})")) from None
     _check_layout(path, state, openibl_layout(model))
     try:
         model.load_state_dict(convert_openibl_state_dict(state))
     except RuntimeError as err:  # not expected after the checks; kept to one line all the same
-        raise CheckpointError(_one_line(f"{path}: weights do not fit {config}: {err}")) from None
+        raise CheckpointError(one_line(f"{path}: weights do not fit {config}: {err}")) from None
     return model.eval()
+
+
+# --------------------------------------------------------------------------- any model file
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[NetVLADModel, dict[str, Any]]:
+    """Rebuild a model from a checkpoint of :func:`~sfrs_core.models.checkpoint.model_payload` (or an
+    OpenIBL file, see :func:`load_openibl`); returns it (eval mode) and the payload."""
+    data = load_checkpoint(path)
+    state = data.get("state_dict", data)
+    if "model_config" not in data and isinstance(state, dict) and is_openibl_state_dict(state):
+        return load_openibl(path).to(device), data
+    return model_from_payload(data, device, path), data
 
 
 # --------------------------------------------------------------------------- writing
@@ -271,11 +244,9 @@ class OpenIBLExport(NamedTuple):
 
 
 def export_openibl(checkpoint: str | os.PathLike, out: str | os.PathLike, *, pca: bool = True) -> OpenIBLExport:
-    """Write the model of one of our checkpoints (``training.checkpoint.load_model``) as an
+    """Write the model of one of our checkpoints (:func:`load_model`) as an
     OpenIBL state dict at ``out``, atomically (see :func:`to_openibl_state_dict`). Refusals are
     ``CheckpointError``\\ s naming the checkpoint."""
-    from ..training.checkpoint import load_model  # it imports this module
-
     src, dst = Path(checkpoint), Path(out)
     if dst.exists() and src.exists() and os.path.samefile(src, dst):
         raise ValueError(f"{dst}: --out is the checkpoint itself; choose another file")
@@ -283,14 +254,14 @@ def export_openibl(checkpoint: str | os.PathLike, out: str | os.PathLike, *, pca
         model, _ = load_model(src)
     except CheckpointError as err:
         message = str(err)
-        if "\n" in message or "weights_only" in message or len(message) > _MAX_MESSAGE:
+        if "\n" in message or "weights_only" in message or len(message) > MAX_MESSAGE:
             cause = err.__context__
             state_dict_error = isinstance(cause, RuntimeError) and "loading state_dict" in str(cause)
             message = (describe_load_failure(src, cause) if cause is not None and not state_dict_error
-                       and not isinstance(cause, CheckpointError) else _one_line(message))
+                       and not isinstance(cause, CheckpointError) else one_line(message))
         raise CheckpointError(message) from None
     except ValueError as err:  # e.g. a model_config with unknown fields
-        raise CheckpointError(_one_line(f"{src}: {err}")) from None
+        raise CheckpointError(one_line(f"{src}: {err}")) from None
     try:
         state = to_openibl_state_dict(model, pca=pca)
     except ValueError as err:
@@ -317,13 +288,11 @@ class OpenIBLImport(NamedTuple):
 def import_openibl(weights: str | os.PathLike, out: str | os.PathLike, *, overwrite: bool = False) -> OpenIBLImport:
     """Convert OpenIBL's NetVLAD weights (its released ``vgg16_netvlad`` file or a training
     checkpoint; every layout :func:`load_openibl` reads) into one of our checkpoints
-    (``training.checkpoint.model_payload``: what ``load_model``, ``evaluate``, ``index`` and
+    (``models.checkpoint.model_payload``: what :func:`load_model`, ``evaluate``, ``index`` and
     ``query`` take), written atomically with its manifest entry. The whole file is checked before
     anything is written. ``FileExistsError`` when ``out`` exists and ``overwrite`` is false; a
     wrong or corrupt file is a one-line ``CheckpointError`` naming it. Inverse of
     :func:`export_openibl`: tensors come back bit for bit."""
-    from ..training.checkpoint import model_payload, save_checkpoint  # it imports this module
-
     src, dst = Path(weights), Path(out)
     if dst.is_dir():
         raise FileExistsError(f"{dst}: is a folder; --out names the checkpoint file to write")

@@ -1,4 +1,4 @@
-"""Recall@N and spatial de-duplication of ranked lists (DESIGN.md section 1, "Evaluation")."""
+"""Recall@N and spatial de-duplication of ranked lists (docs/design.md §1, "Evaluation")."""
 from __future__ import annotations
 
 import logging

@@ -23,6 +23,10 @@ rows (a training sample, a mining batch) are read with positioned reads (:meth:`
 
 A store made for other images, another model or another transform is refused with a one-line
 :class:`StoreMismatchError` naming ``store.json`` and the first field that differs.
+
+An array in RAM served the same way (:class:`~sfrs_core.retrieval.sources.ArraySource`) and the
+read-ahead of chunks (:func:`~sfrs_core.retrieval.sources.prefetch`) live in
+:mod:`sfrs_core.retrieval.sources`; :func:`as_source` takes either kind of :data:`Descriptors`.
 """
 from __future__ import annotations
 
@@ -30,15 +34,14 @@ import contextlib
 import fcntl
 import json
 import os
-import queue
-import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..io import atomic_write_json
+from .sources import ArraySource, prefetch  # noqa: F401 - prefetch re-exported: imported from here
 
 FORMAT_VERSION = 1
 HEADER_NAME = "store.json"
@@ -375,97 +378,11 @@ def _short(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-class ArraySource:
-    """An in-RAM ``N x dim`` array seen through the same ``count``/``dim``/``chunks``/``sample``
-    interface as a :class:`DescriptorStore`, so that one code path serves both."""
-
-    def __init__(self, array: np.ndarray) -> None:
-        arr = np.asarray(array)
-        if arr.ndim != 2:
-            raise ValueError(f"descriptors must be a 2-D array (N x dim), got shape {arr.shape}")
-        self.array = arr
-
-    @property
-    def count(self) -> int:
-        return int(self.array.shape[0])
-
-    @property
-    def dim(self) -> int:
-        return int(self.array.shape[1])
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return self.count, self.dim
-
-    def __len__(self) -> int:
-        return self.count
-
-    def default_read_rows(self) -> int:
-        return max(1, self.count)
-
-    def chunks(self, rows: int | None = None, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
-        stop = self.count if stop is None else int(stop)
-        step = max(1, stop - start) if rows is None else int(rows)
-        for a in range(start, stop, step):
-            yield a, np.ascontiguousarray(self.array[a:min(a + step, stop)], dtype=np.float32)
-
-    def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
-        return np.ascontiguousarray(self.array[start:stop], dtype=np.float32)
-
-    def rows(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(self.array[np.asarray(indices, dtype=np.int64)], dtype=np.float32)
-
-    def sample(self, n: int, seed: int = 0) -> np.ndarray:
-        if n >= self.count:
-            return self.read()
-        rng = np.random.default_rng(seed)
-        return self.rows(np.sort(rng.choice(self.count, size=int(n), replace=False)))
+#: What the index code takes as descriptors: an array, a store, or an array already wrapped.
+Descriptors = np.ndarray | DescriptorStore | ArraySource
 
 
-def prefetch(items: Iterable, depth: int = 1) -> Iterator:
-    """``items``, produced ``depth`` ahead in a background thread: the next store chunk is read
-    from disk while the caller computes on the current one (NumPy's file reads and faiss's
-    searches release the GIL). At most ``depth + 2`` items are alive at once; an exception in
-    the producer is raised in the caller, and a caller that stops early stops the producer."""
-    slots: queue.Queue = queue.Queue(maxsize=max(1, depth))
-    done, stop = object(), threading.Event()
-
-    def produce() -> None:
-        try:
-            for item in items:
-                while not stop.is_set():
-                    try:
-                        slots.put((None, item), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            slots.put((None, done))
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-            slots.put((exc, done))
-
-    worker = threading.Thread(target=produce, name="store-prefetch", daemon=True)
-    worker.start()
-    try:
-        while True:
-            exc, item = slots.get()
-            if exc is not None:
-                raise exc
-            if item is done:
-                return
-            yield item
-    finally:
-        stop.set()
-        while worker.is_alive():  # unblock a producer waiting on a full queue
-            try:
-                slots.get_nowait()
-            except queue.Empty:
-                pass
-            worker.join(timeout=0.05)
-
-
-def as_source(descriptors: "np.ndarray | DescriptorStore | ArraySource") -> "DescriptorStore | ArraySource":
+def as_source(descriptors: Descriptors) -> DescriptorStore | ArraySource:
     """A store or array source for ``descriptors`` (an array is wrapped, not copied)."""
     if isinstance(descriptors, (DescriptorStore, ArraySource)):
         return descriptors

@@ -17,7 +17,7 @@ def paper_config(data: str, run: str = "sfrs") -> TrainConfig:
 def demo_config(data: str, run: str = "sfrs") -> TrainConfig:
     """The CPU demo: MobileNetV2 (ImageNet, stride 16), native SynthCity size, fewer tuples per query.
 
-    Where it differs from OpenIBL's protocol (README "Paper protocol" gives the reasons): generation
+    Where it differs from OpenIBL's protocol (docs/protocol.md gives the reasons): generation
     0 trains as many epochs as the others (it is also the demo's SARE baseline, which deserves the
     full schedule); no ColorJitter (training runs from the frozen-trunk feature cache, which holds
     un-augmented features: jitter would need the trunk on every image, 5x slower on CPU); no PCA.

@@ -1,4 +1,4 @@
-"""SynthCity: the procedural, GPS-tagged city that SFRS Studio renders itself (DESIGN.md §2)."""
+"""SynthCity: the procedural, GPS-tagged city that SFRS Studio renders itself (docs/design.md §2)."""
 from .basemap import Basemap, district_basemap, load_basemap
 from .config import PRESETS, DistrictSpec, SynthCityConfig, preset
 from .generate import generate, is_complete, plan_views, read_meta

@@ -32,8 +32,7 @@ import numpy as np
 from ...io import atomic_write_bytes
 from ..geo import latlon_to_utm, utm_to_latlon
 from .city import SPLITS, District, build_city
-from .config import SynthCityConfig
-from .generate import META_FILE
+from .config import META_FILE, SynthCityConfig
 
 #: How far a building footprint reaches into its block from the building line (metres).
 BUILDING_DEPTH_M = 9.0

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
+META_FILE = "synthcity.json"  # a dataset's metadata (config, classes, counts): written last, when it is complete
+
 
 @dataclass(frozen=True)
 class DistrictSpec:

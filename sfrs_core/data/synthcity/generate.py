@@ -23,12 +23,12 @@ from tqdm import tqdm
 
 from ..geo import latlon_to_utm, utm_to_latlon
 from ..vpr_folder import VprName, format_vpr_name
+from .basemap import write_basemaps
 from .city import SPLITS, District, Pose, build_city, database_poses, query_poses
-from .config import SynthCityConfig
+from .config import META_FILE, SynthCityConfig
 from .labels import CLASSES, PALETTE
 from .render import query_season, render_view
 
-META_FILE = "synthcity.json"
 _PALETTE_BYTES = PALETTE.flatten().tolist() + [0] * (768 - PALETTE.size)
 
 
@@ -185,8 +185,6 @@ def generate(cfg: SynthCityConfig, out: str | os.PathLike, workers: int | None =
             "counts": counts,
             "shops": {s: len(city[s].shop_names) for s in SPLITS},
         }
-        from .basemap import write_basemaps  # (it reads this module's META_FILE)
-
         write_basemaps(tmp, cfg, city)  # the map layers, so that no app process builds the city again
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2))  # last: the dataset is complete
         if out.exists():
